@@ -4,3 +4,22 @@ mesh/field files.
 
 Lengths are in whatever unit the caller gives (``fedft`` passes bohr, ``cemt`` Å).
 """
+
+from ._errors import DegenerateCellError, MeshError, MeshFileError, PointLocationError
+from ._io import FieldFile, read_fields, write_fields
+from ._locate import PointLocator, shape_functions
+from ._periodic import (
+    POSITIVE_TET_RULES,
+    PeriodicMesh,
+    check_cell,
+    divisions_for_spacing,
+    kuhn_cube,
+    periodic_mesh,
+)
+
+__all__ = [
+    "DegenerateCellError", "MeshError", "MeshFileError", "PointLocationError",
+    "POSITIVE_TET_RULES", "PeriodicMesh", "check_cell", "divisions_for_spacing", "kuhn_cube",
+    "periodic_mesh", "FieldFile", "read_fields", "write_fields", "PointLocator",
+    "shape_functions",
+]

@@ -1,0 +1,452 @@
+"""Periodic tetrahedral meshes of any (triclinic) cell with P1/P2 bases.
+
+The unit cube is cut into ``n1 × n2 × n3`` sub-cubes, each split into the six Kuhn (Freudenthal)
+tetrahedra that share its main diagonal. That triangulation is invariant under translation by
+one sub-cube, so opposite faces carry identical triangulations and the degrees of freedom on
+them can be identified. The cube is mapped onto the cell by the cell matrix (rows are the
+lattice vectors), so every tetrahedron is one of six shapes.
+
+Periodicity is imposed by a prolongation ``P`` (full DOFs × periodic DOFs, entries 0/1): a
+periodic field ``u`` is ``P @ u`` on the non-periodic mesh and periodic operators are
+``Pᵀ A P``. This adds the rows of identified DOFs instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+from skfem import Basis, BilinearForm, ElementTetP1, ElementTetP2, MeshTet, asm
+from skfem.helpers import dot, grad
+
+from ._errors import DegenerateCellError, MeshError
+
+log = logging.getLogger(__name__)
+
+#: Quadrature orders whose tetrahedral rules in scikit-fem have only positive weights.
+POSITIVE_TET_RULES = (1, 2, 5, 6, 7)
+
+# Local P2 node order of scikit-fem's ElementTetP2: four vertices, then the edge midpoints of
+# edges (0,1), (1,2), (0,2), (0,3), (1,3), (2,3).
+_P2_EDGES = np.array([[0, 1], [1, 2], [0, 2], [0, 3], [1, 3], [2, 3]])
+_REF_VERTICES = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+_REF_P2_NODES = np.vstack([_REF_VERTICES, _REF_VERTICES[_P2_EDGES].mean(axis=1)])
+# Red refinement of a tetrahedron into eight (local P2 node numbers): four corner
+# tetrahedra and the inner octahedron cut along the diagonal between the midpoints of edges
+# (0,1) and (2,3).
+_RED_REFINEMENT = np.array(
+    [[0, 4, 6, 7], [1, 4, 5, 8], [2, 6, 5, 9], [3, 7, 8, 9],
+     [4, 9, 5, 6], [4, 9, 6, 7], [4, 9, 7, 8], [4, 9, 8, 5]]
+)
+
+
+def _signed_volumes(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
+    """Signed volumes of tetrahedra ``tets`` (m, 4) with vertex coordinates ``points`` (n, 3)."""
+    a = points[tets[:, 1]] - points[tets[:, 0]]
+    b = points[tets[:, 2]] - points[tets[:, 0]]
+    c = points[tets[:, 3]] - points[tets[:, 0]]
+    return np.einsum("ij,ij->i", a, np.cross(b, c)) / 6.0
+
+
+def _oriented(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
+    """Return ``tets`` with the last two vertices swapped where the volume is negative."""
+    tets = tets.copy()
+    neg = _signed_volumes(points, tets) < 0
+    tets[neg, 2], tets[neg, 3] = tets[neg, 3], tets[neg, 2].copy()
+    return tets
+
+
+_RED_REFINEMENT = _oriented(_REF_P2_NODES, _RED_REFINEMENT)
+
+
+def kuhn_cube(divisions: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Kuhn triangulation of the unit cube.
+
+    Parameters
+    ----------
+    divisions : (3,) ints
+        Number of sub-cubes along each axis.
+
+    Returns
+    -------
+    points : (N, 3) float
+        Vertices on the grid ``(i/n1, j/n2, k/n3)``, ``N = (n1+1)(n2+1)(n3+1)``.
+    tets : (6 n1 n2 n3, 4) int
+        Positively oriented tetrahedra.
+    """
+    n = np.asarray(divisions, dtype=int)
+    axes = [np.linspace(0.0, 1.0, k + 1) for k in n]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    stride = np.array([(n[1] + 1) * (n[2] + 1), n[2] + 1, 1])
+    corner = np.stack(np.meshgrid(*[np.arange(k) for k in n], indexing="ij"), axis=-1)
+    corner = corner.reshape(-1, 3) @ stride
+    tets = []
+    eye = np.eye(3, dtype=int)
+    for perm in itertools.permutations(range(3)):
+        offsets = np.cumsum([np.zeros(3, int)] + [eye[a] for a in perm], axis=0)
+        tets.append(corner[:, None] + (offsets @ stride)[None, :])
+    tets = np.concatenate(tets, axis=0)
+    return points, _oriented(points, tets)
+
+
+def check_cell(cell) -> np.ndarray:
+    """Validate a cell matrix (rows are lattice vectors) and return it as float64 (3, 3).
+
+    Raises
+    ------
+    DegenerateCellError
+        If the cell is not 3×3, not finite, or (nearly) flat.
+    """
+    cell = np.asarray(cell, dtype=float)
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+        raise DegenerateCellError(
+            f"the cell must be a finite 3x3 matrix of lattice vectors (rows), got {cell!r}"
+        )
+    lengths = np.linalg.norm(cell, axis=1)
+    volume = abs(np.linalg.det(cell))
+    if np.any(lengths <= 0) or volume < 1e-6 * np.prod(lengths):
+        raise DegenerateCellError(
+            f"the cell is degenerate (volume {volume:.3g}, vector lengths {lengths}); give three "
+            "linearly independent lattice vectors, e.g. set atoms.cell for every periodic axis"
+        )
+    return cell
+
+
+def divisions_for_spacing(cell, spacing: float, minimum: int = 2) -> tuple[int, int, int]:
+    """Sub-cube counts so that the edge along each lattice vector is at most ``spacing``.
+
+    Parameters
+    ----------
+    cell : (3, 3) array
+        Lattice vectors as rows (same length unit as ``spacing``).
+    spacing : float
+        Largest allowed element edge along each lattice vector.
+    minimum : int
+        Smallest number of divisions per axis.
+    """
+    cell = check_cell(cell)
+    if not spacing > 0:
+        raise MeshError(f"the mesh spacing must be positive, got {spacing}")
+    n = np.maximum(np.ceil(np.linalg.norm(cell, axis=1) / spacing - 1e-9).astype(int), minimum)
+    return tuple(int(k) for k in n)
+
+
+@dataclass(frozen=True, eq=False)
+class PeriodicMesh:
+    """A periodic tetrahedral mesh of a cell with a P1 or P2 basis.
+
+    Build with :func:`periodic_mesh`. Heavy operators are computed on first use and cached;
+    the object is otherwise immutable.
+
+    Attributes
+    ----------
+    cell : (3, 3) float
+        Lattice vectors as rows.
+    divisions : (3,) int
+        Sub-cubes along each lattice vector.
+    order : int
+        Polynomial order of the basis (1 or 2).
+    intorder : int
+        Order of the (positive-weight) quadrature rule used for every integral.
+    mesh : skfem.MeshTet
+        The non-periodic mesh (vertices on all faces of the cell).
+    basis : skfem.CellBasis
+        Basis on ``mesh`` (full, non-periodic DOFs).
+    dof_map : (n_full,) int
+        Periodic DOF index of each full DOF.
+    dof_frac : (n_dofs, 3) float
+        Fractional coordinates in [0, 1) of each periodic DOF.
+    """
+
+    cell: np.ndarray
+    divisions: tuple
+    order: int
+    intorder: int
+    mesh: MeshTet
+    basis: Basis
+    dof_map: np.ndarray
+    dof_frac: np.ndarray
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def n_dofs(self) -> int:
+        """Number of periodic degrees of freedom."""
+        return self.dof_frac.shape[0]
+
+    @property
+    def n_elements(self) -> int:
+        return self.mesh.t.shape[1]
+
+    @property
+    def volume(self) -> float:
+        """Cell volume (length unit cubed)."""
+        return float(abs(np.linalg.det(self.cell)))
+
+    @property
+    def element_size(self) -> float:
+        """Longest sub-cube edge along a lattice vector (length unit)."""
+        return float(np.max(np.linalg.norm(self.cell, axis=1) / np.asarray(self.divisions)))
+
+    @property
+    def n_quad(self) -> int:
+        """Quadrature points per element."""
+        return self.basis.X.shape[1]
+
+    # ------------------------------------------------------------------ DOFs
+    @cached_property
+    def dof_positions(self) -> np.ndarray:
+        """(n_dofs, 3) Cartesian positions of the periodic DOFs (inside the cell)."""
+        return self.dof_frac @ self.cell
+
+    @cached_property
+    def element_dofs(self) -> np.ndarray:
+        """(n_elements, n_local) periodic DOF indices of each element."""
+        return np.ascontiguousarray(self.dof_map[self.basis.element_dofs.T])
+
+    @cached_property
+    def prolongation(self) -> sp.csr_matrix:
+        """(n_full, n_dofs) 0/1 matrix P: a periodic field ``u`` is ``P @ u`` on the full mesh."""
+        n_full = self.dof_map.size
+        return sp.csr_matrix(
+            (np.ones(n_full), self.dof_map, np.arange(n_full + 1)), shape=(n_full, self.n_dofs)
+        )
+
+    # ------------------------------------------------------------------ quadrature
+    @cached_property
+    def quad_weights(self) -> np.ndarray:
+        """(n_elements * n_quad,) positive quadrature weights (volume elements)."""
+        return np.ascontiguousarray(np.abs(self.basis.dx).ravel())
+
+    @cached_property
+    def quad_points(self) -> np.ndarray:
+        """(n_elements * n_quad, 3) Cartesian quadrature points."""
+        x = self.basis.mapping.F(self.basis.X)  # (3, n_elements, n_quad)
+        return np.ascontiguousarray(x.reshape(3, -1).T)
+
+    def _reference_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        """Reference values (n_local, n_quad) and gradients (n_local, 3, n_quad)."""
+        elem = self.basis.elem
+        X = self.basis.X
+        vals, grads = [], []
+        for j in range(elem.doflocs.shape[0]):
+            phi, dphi = elem.lbasis(X, j)
+            vals.append(phi)
+            grads.append(dphi)
+        return np.array(vals), np.array(grads)
+
+    def _quad_matrix(self, ref_values: np.ndarray) -> sp.csr_matrix:
+        """CSR (n_elements*n_quad, n_dofs) with reference values (n_local, n_quad) per element."""
+        ne, nq = self.n_elements, self.n_quad
+        nl = ref_values.shape[0]
+        cols = np.repeat(self.element_dofs[:, None, :], nq, axis=1).reshape(-1)
+        data = np.broadcast_to(ref_values.T[None], (ne, nq, nl)).reshape(-1)
+        indptr = np.arange(0, ne * nq * nl + 1, nl)
+        mat = sp.csr_matrix((data.copy(), cols, indptr), shape=(ne * nq, self.n_dofs))
+        mat.sum_duplicates()
+        return mat
+
+    @cached_property
+    def interpolation(self) -> sp.csr_matrix:
+        """(n_elements*n_quad, n_dofs) matrix mapping periodic DOF values to quadrature points."""
+        return self._quad_matrix(self._reference_basis()[0])
+
+    @cached_property
+    def interpolation_T(self) -> sp.csr_matrix:
+        """Transpose of :attr:`interpolation` in CSR form (for fast ``Bᵀ v``)."""
+        return self.interpolation.T.tocsr()
+
+    @cached_property
+    def _inverse_jacobians(self) -> np.ndarray:
+        """(3, 3, n_elements) inverse Jacobians of the affine element maps."""
+        return self.basis.mapping.invDF(self.basis.X[:, :1])[:, :, :, 0]
+
+    @cached_property
+    def _reference_gradients(self) -> np.ndarray:
+        return self._reference_basis()[1]
+
+    def gradient(self, u: np.ndarray) -> np.ndarray:
+        """Gradient of the periodic field ``u`` (n_dofs,) at the quadrature points, (n_q, 3)."""
+        ue = u[self.element_dofs]  # (ne, nl)
+        gref = np.einsum("ej,jkq->ekq", ue, self._reference_gradients)
+        g = np.einsum("kde,ekq->eqd", self._inverse_jacobians, gref)
+        return g.reshape(-1, 3)
+
+    # ------------------------------------------------------------------ operators
+    def _assemble_periodic(self, form: BilinearForm) -> sp.csr_matrix:
+        P = self.prolongation
+        return (P.T @ asm(form, self.basis) @ P).tocsr()
+
+    @cached_property
+    def stiffness(self) -> sp.csr_matrix:
+        """Periodic stiffness matrix ``K_ij = ∫ ∇φ_i·∇φ_j`` (``Pᵀ K P``)."""
+        return self._assemble_periodic(BilinearForm(lambda u, v, w: dot(grad(u), grad(v))))
+
+    @cached_property
+    def mass(self) -> sp.csr_matrix:
+        """Periodic mass matrix ``M_ij = ∫ φ_i φ_j`` (``Pᵀ M P``)."""
+        return self._assemble_periodic(BilinearForm(lambda u, v, w: u * v))
+
+    @cached_property
+    def basis_integrals(self) -> np.ndarray:
+        """(n_dofs,) ``∫ φ_i`` (sum to the volume; negative at P2 vertices)."""
+        return np.asarray(self.interpolation_T @ self.quad_weights)
+
+    # ------------------------------------------------------------------ nodal quadrature
+    @cached_property
+    def nodal_tetrahedra(self) -> np.ndarray:
+        """(n_sub, 4) tetrahedra of the P1 mesh whose vertices are the DOFs, in periodic DOF
+        indices: the mesh itself for P1, the once red-refined mesh for P2."""
+        if self.order == 1:
+            return self.element_dofs
+        return self.element_dofs[:, _RED_REFINEMENT].reshape(-1, 4)
+
+    @cached_property
+    def full_nodal_tetrahedra(self) -> np.ndarray:
+        """As :attr:`nodal_tetrahedra`, in full (non-periodic) DOF indices, for file output."""
+        edofs = self.basis.element_dofs.T
+        if self.order == 1:
+            return np.ascontiguousarray(edofs)
+        return edofs[:, _RED_REFINEMENT].reshape(-1, 4)
+
+    @cached_property
+    def full_dof_positions(self) -> np.ndarray:
+        """(n_full, 3) Cartesian positions of the full (non-periodic) DOFs."""
+        return np.ascontiguousarray(self.basis.doflocs.T)
+
+    @cached_property
+    def nodal_weights(self) -> np.ndarray:
+        """(n_dofs,) positive nodal quadrature weights ``W_i = Σ_q w_q ψ_i(x_q)``: the integrals,
+        with the mesh's quadrature rule, of the P1 hat functions ψ_i of
+        :attr:`nodal_tetrahedra` (the lumped mass). They sum to the cell volume. For P1 they
+        equal the exact ``∫ ψ_i``; for P2 the rule sees ψ_i's kinks inside an element, so they
+        differ from the exact sub-tetrahedron values by up to ~15 %, which is what makes
+        :meth:`project_to_nodes` reproduce constants and integrals exactly."""
+        return np.asarray(self.nodal_projection_T @ self.quad_weights)
+
+    @cached_property
+    def nodal_projection(self) -> sp.csr_matrix:
+        """(n_elements*n_quad, n_dofs) values of the nodal hat functions ψ_i (P1 on
+        :attr:`nodal_tetrahedra`) at the quadrature points.
+
+        ``Σ_i ψ_i = 1`` at every quadrature point, so the nodal field
+        ``f_i = Σ_q w_q f(x_q) ψ_i(x_q) / W_i`` integrates with the nodal weights ``W_i`` to the
+        quadrature integral of ``f`` exactly (a lumped L² projection).
+        """
+        if self.order == 1:
+            return self.interpolation
+        X = self.basis.X.T  # (nq, 3) reference coordinates
+        sub = _REF_P2_NODES[_RED_REFINEMENT]  # (8, 4, 3)
+        T = np.transpose(sub[:, 1:] - sub[:, :1], (0, 2, 1))  # (8, 3, 3)
+        lam = np.einsum("sij,sqj->sqi", np.linalg.inv(T), X[None] - sub[:, None, 0])
+        bary = np.concatenate([1 - lam.sum(-1, keepdims=True), lam], axis=-1)  # (8, nq, 4)
+        best = np.argmax(bary.min(-1), axis=0)  # sub-tetrahedron holding each point
+        ref = np.zeros((10, X.shape[0]))
+        for q, s in enumerate(best):
+            ref[_RED_REFINEMENT[s], q] = np.clip(bary[s, q], 0.0, None)
+        ref /= ref.sum(axis=0, keepdims=True)
+        return self._quad_matrix(ref)
+
+    @cached_property
+    def nodal_projection_T(self) -> sp.csr_matrix:
+        return self.nodal_projection.T.tocsr()
+
+    def project_to_nodes(self, values_at_quad: np.ndarray) -> np.ndarray:
+        """Lumped L² projection of a field given at the quadrature points onto the nodes.
+
+        Parameters
+        ----------
+        values_at_quad : (n_elements*n_quad,) or (n_elements*n_quad, k)
+
+        Returns
+        -------
+        (n_dofs,) or (n_dofs, k) nodal values ``f_i`` with ``Σ_i W_i f_i = Σ_q w_q f(x_q)``.
+        """
+        v = np.asarray(values_at_quad)
+        wq = self.quad_weights if v.ndim == 1 else self.quad_weights[:, None]
+        W = self.nodal_weights if v.ndim == 1 else self.nodal_weights[:, None]
+        return (self.nodal_projection_T @ (wq * v)) / W
+
+    def integrate(self, values_at_quad: np.ndarray) -> float:
+        """Quadrature integral of a field given at the quadrature points."""
+        return float(self.quad_weights @ values_at_quad)
+
+    def interpolate_to_quad(self, u: np.ndarray) -> np.ndarray:
+        """Values of the periodic field ``u`` (n_dofs,) at the quadrature points."""
+        return self.interpolation @ u
+
+
+def periodic_mesh(
+    cell,
+    divisions=None,
+    *,
+    spacing: float | None = None,
+    order: int = 2,
+    intorder: int | None = None,
+) -> PeriodicMesh:
+    """Build a periodic tetrahedral mesh of a cell.
+
+    Parameters
+    ----------
+    cell : (3, 3) array
+        Lattice vectors as rows (any length unit; the mesh uses the same one).
+    divisions : (3,) ints, optional
+        Sub-cubes along each lattice vector (each cut into six tetrahedra). Give this or
+        ``spacing``.
+    spacing : float, optional
+        Largest sub-cube edge along each lattice vector (same unit as ``cell``).
+    order : {1, 2}
+        Polynomial order of the Lagrange basis.
+    intorder : int, optional
+        Quadrature order; must have positive weights (1, 2, 5, 6 or 7). Defaults to 5
+        for both orders (14 points), enough for the non-polynomial terms of orbital-free DFT
+        and exact for the P2 mass matrix.
+
+    Returns
+    -------
+    PeriodicMesh
+    """
+    cell = check_cell(cell)
+    if order not in (1, 2):
+        raise MeshError(f"order must be 1 (P1) or 2 (P2), got {order!r}")
+    if intorder is None:
+        intorder = 5
+    if intorder not in POSITIVE_TET_RULES:
+        raise MeshError(
+            f"quadrature order {intorder} has negative weights in scikit-fem; use one of "
+            f"{POSITIVE_TET_RULES}"
+        )
+    if divisions is None:
+        if spacing is None:
+            raise MeshError("give either divisions or spacing")
+        divisions = divisions_for_spacing(cell, spacing)
+    divisions = tuple(int(k) for k in np.broadcast_to(np.asarray(divisions), (3,)))
+    if min(divisions) < 2:
+        raise MeshError(f"each axis needs at least 2 divisions for periodicity, got {divisions}")
+
+    frac, tets = kuhn_cube(divisions)
+    points = frac @ cell
+    if np.linalg.det(cell) < 0:  # left-handed cell: the map flips every orientation
+        tets = tets[:, [0, 1, 3, 2]]
+    mesh = MeshTet(np.ascontiguousarray(points.T), np.ascontiguousarray(tets.T))
+    element = ElementTetP1() if order == 1 else ElementTetP2()
+    basis = Basis(mesh, element, intorder=intorder)
+
+    # Identify DOFs on opposite faces: round fractional positions to the DOF lattice.
+    nd = np.asarray(divisions) * order
+    full_frac = np.linalg.solve(cell.T, basis.doflocs).T
+    keys = np.mod(np.rint(full_frac * nd).astype(np.int64), nd)
+    linear = (keys[:, 0] * nd[1] + keys[:, 1]) * nd[2] + keys[:, 2]
+    unique, dof_map = np.unique(linear, return_inverse=True)
+    if unique.size != int(np.prod(nd)):
+        raise MeshError("periodic DOF identification failed: inconsistent DOF lattice")
+    idx = np.stack(np.unravel_index(unique, tuple(nd)), axis=1)
+    dof_frac = idx / nd
+    log.debug("periodic mesh: divisions=%s order=%d dofs=%d", divisions, order, unique.size)
+    return PeriodicMesh(
+        cell=cell, divisions=divisions, order=order, intorder=intorder, mesh=mesh,
+        basis=basis, dof_map=dof_map.ravel(), dof_frac=dof_frac,
+    )

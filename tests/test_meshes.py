@@ -1,0 +1,167 @@
+"""Periodic meshes: DOF identification, manufactured solutions, quadrature, location, files."""
+
+import numpy as np
+import pytest
+from skfem import Basis, ElementTetP1, LinearForm, MeshTet, asm
+
+import meshes
+from meshes import PointLocator, periodic_mesh, read_fields, write_fields
+
+TRICLINIC = np.array([[4.0, 0.0, 0.0], [1.0, 3.5, 0.0], [0.5, 0.7, 3.8]])
+
+
+def _wave(cell):
+    """A smooth periodic function of the cell, its Laplacian factor and wave vectors."""
+    g = 2 * np.pi * np.linalg.inv(cell).T  # rows: reciprocal vectors
+    k1, k2 = g[0] - g[1], g[2]
+
+    def u(x):
+        return np.cos(x @ k1) + 0.3 * np.sin(x @ k2)
+
+    def minus_lap(x):
+        return (k1 @ k1) * np.cos(x @ k1) + 0.3 * (k2 @ k2) * np.sin(x @ k2)
+
+    return u, minus_lap
+
+
+def _solve_manufactured(mesh):
+    """Solve -Δu + u = f on the periodic mesh (Pᵀ A P) and return the L2 error."""
+    u, minus_lap = _wave(mesh.cell)
+    xq = mesh.quad_points
+    f = minus_lap(xq) + u(xq)
+    rhs = mesh.interpolation_T @ (mesh.quad_weights * f)
+    from scipy.sparse.linalg import spsolve
+
+    uh = spsolve((mesh.stiffness + mesh.mass).tocsc(), rhs)
+    err = mesh.interpolate_to_quad(uh) - u(xq)
+    return np.sqrt(mesh.integrate(err**2))
+
+
+@pytest.mark.parametrize("order,rate", [(1, 2.0), (2, 3.0)])
+def test_manufactured_periodic_solution_converges_at_optimal_rate(order, rate):
+    ns = (8, 16) if order == 1 else (6, 12)
+    errs = [_solve_manufactured(periodic_mesh(TRICLINIC, (n, n, n), order=order)) for n in ns]
+    observed = np.log(errs[0] / errs[1]) / np.log(ns[1] / ns[0])
+    assert abs(observed - rate) < 0.35, (errs, observed)
+    assert errs[1] < (0.1 if order == 1 else 0.01)
+
+
+def test_prolongation_adds_rows_of_identified_dofs():
+    mesh = periodic_mesh(TRICLINIC, (3, 4, 5), order=2)
+    P = mesh.prolongation
+    assert P.shape == (mesh.basis.N, mesh.n_dofs)
+    assert np.all(np.asarray(P.sum(axis=1)).ravel() == 1)
+    # every periodic DOF is hit; counts are 1 (interior), 2 (face), 4 (edge) or 8 (corner)
+    counts = np.asarray(P.sum(axis=0)).ravel()
+    assert set(np.unique(counts)) == {1, 2, 4, 8}
+    assert mesh.n_dofs == np.prod(2 * np.array(mesh.divisions))
+    # identified DOFs really sit at lattice-equivalent positions
+    frac = np.linalg.solve(mesh.cell.T, mesh.full_dof_positions.T).T
+    diff = frac - mesh.dof_frac[mesh.dof_map]
+    assert np.allclose(diff, np.rint(diff), atol=1e-12)
+    # constants are in the kernel of the periodic stiffness matrix, not only of the full one
+    assert np.abs(mesh.stiffness @ np.ones(mesh.n_dofs)).max() < 1e-12
+
+
+def test_periodic_stiffness_matches_scikit_fem_load_vector_on_full_mesh():
+    mesh = periodic_mesh(TRICLINIC, (4, 4, 4), order=1)
+    u, minus_lap = _wave(mesh.cell)
+    full = asm(LinearForm(lambda v, w: minus_lap(np.stack([w.x[0], w.x[1], w.x[2]], -1)) * v),
+               mesh.basis)
+    mine = mesh.interpolation_T @ (mesh.quad_weights * minus_lap(mesh.quad_points))
+    assert np.allclose(mesh.prolongation.T @ full, mine, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_nodal_weights_positive_and_projection_exact(order):
+    mesh = periodic_mesh(TRICLINIC, (3, 4, 3), order=order)
+    W = mesh.nodal_weights
+    assert W.min() > 0
+    assert np.isclose(W.sum(), mesh.volume, rtol=1e-13)
+    if order == 2:  # P2 vertex integrals are negative: that is why the refined mesh is used
+        assert mesh.basis_integrals.min() < 0
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=mesh.quad_weights.size)
+    assert np.isclose(W @ mesh.project_to_nodes(f), mesh.integrate(f), rtol=1e-12)
+    # the lumped projection reproduces constants (partition of unity of the nodal hats)
+    assert np.allclose(mesh.project_to_nodes(np.full(f.size, 2.5)), 2.5, rtol=1e-13)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_quadrature_matrices_reproduce_mass_and_stiffness(order):
+    mesh = periodic_mesh(TRICLINIC, (3, 3, 4), order=order)
+    u = np.random.default_rng(2).normal(size=mesh.n_dofs)
+    uq = mesh.interpolate_to_quad(u)
+    assert np.isclose(mesh.integrate(uq**2), u @ mesh.mass @ u, rtol=1e-12)
+    g = mesh.gradient(u)
+    assert np.isclose(mesh.integrate((g**2).sum(1)), u @ mesh.stiffness @ u, rtol=1e-12)
+
+
+def test_refined_nodal_mesh_has_dofs_as_vertices_and_covers_cell():
+    mesh = periodic_mesh(TRICLINIC, (2, 3, 2), order=2)
+    tets = mesh.full_nodal_tetrahedra
+    pts = mesh.full_dof_positions
+    vol = meshes._periodic._signed_volumes(pts, tets)
+    assert np.all(vol > 0)
+    assert np.isclose(vol.sum(), mesh.volume)
+    assert tets.shape[0] == 8 * mesh.n_elements
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_locator_interpolates_exactly_reproduced_polynomials(order):
+    mesh = periodic_mesh(TRICLINIC, (5, 4, 6), order=order)
+    # a field in the FE space: random DOF values; compare with element-wise evaluation
+    rng = np.random.default_rng(3)
+    u = rng.normal(size=mesh.n_dofs)
+    loc = PointLocator(mesh)
+    # quadrature points are interior: the interpolant must equal B u there
+    idx = rng.choice(mesh.quad_weights.size, 500, replace=False)
+    xq = mesh.quad_points[idx]
+    assert np.allclose(loc.interpolate(u, xq), (mesh.interpolation @ u)[idx], atol=1e-12)
+    # periodic images of a point give the same value
+    shift = np.array([2, -1, 3]) @ mesh.cell
+    assert np.allclose(loc.interpolate(u, xq + shift), loc.interpolate(u, xq), atol=1e-12)
+
+
+def test_locator_rejects_non_finite_points():
+    loc = PointLocator(periodic_mesh(TRICLINIC, (2, 2, 2), order=1))
+    with pytest.raises(meshes.PointLocationError, match="finite"):
+        loc.locate(np.array([[0.0, np.nan, 1.0]]))
+
+
+@pytest.mark.parametrize("suffix", [".xdmf", ".vtu"])
+def test_field_file_round_trip(tmp_path, suffix):
+    mesh = periodic_mesh(TRICLINIC, (3, 2, 4), order=2)
+    u, _ = _wave(mesh.cell)
+    rho = u(mesh.dof_positions)
+    out = write_fields(tmp_path / f"f{suffix}", mesh, {"rho": rho}, metadata={"unit": "bohr"})
+    back = read_fields(out)
+    assert back.mesh is not None and back.mesh.n_dofs == mesh.n_dofs
+    assert np.array_equal(back.periodic_fields["rho"], rho)
+    assert back.metadata == {"unit": "bohr"}
+    assert back.tetrahedra.shape == mesh.full_nodal_tetrahedra.shape
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_field_file_errors(tmp_path):
+    mesh = periodic_mesh(TRICLINIC, (2, 2, 2), order=1)
+    with pytest.raises(meshes.MeshFileError, match="unsupported"):
+        write_fields(tmp_path / "f.txt", mesh, {})
+    with pytest.raises(meshes.MeshFileError, match="DOFs"):
+        write_fields(tmp_path / "f.vtu", mesh, {"x": np.zeros(3)})
+    with pytest.raises(meshes.MeshFileError, match="does not exist"):
+        read_fields(tmp_path / "missing.vtu")
+
+
+@pytest.mark.parametrize("cell", [np.zeros((3, 3)), np.diag([1.0, 1.0, np.nan]),
+                                  [[1, 0, 0], [2, 0, 0], [0, 0, 1]]])
+def test_degenerate_cell_rejected(cell):
+    with pytest.raises(meshes.DegenerateCellError, match="cell"):
+        periodic_mesh(cell, (2, 2, 2))
+
+
+def test_left_handed_cell_gives_positive_volumes():
+    cell = TRICLINIC[[1, 0, 2]]
+    mesh = periodic_mesh(cell, (3, 3, 3), order=2)
+    assert np.all(mesh.quad_weights > 0)
+    assert np.isclose(mesh.quad_weights.sum(), mesh.volume)
