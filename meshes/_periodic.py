@@ -328,6 +328,27 @@ class PeriodicMesh:
         return np.asarray(self.nodal_projection_T @ self.quad_weights)
 
     @cached_property
+    def _nodal_reference_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        """Values (n_local, n_quad) and reference gradients (n_local, 3, n_quad) of the nodal
+        hat functions ψ at the reference quadrature points."""
+        if self.order == 1:
+            return self._reference_basis()
+        X = self.basis.X.T  # (nq, 3) reference coordinates
+        sub = _REF_P2_NODES[_RED_REFINEMENT]  # (8, 4, 3)
+        Tinv = np.linalg.inv(np.transpose(sub[:, 1:] - sub[:, :1], (0, 2, 1)))  # (8, 3, 3)
+        lam = np.einsum("sij,sqj->sqi", Tinv, X[None] - sub[:, None, 0])
+        bary = np.concatenate([1 - lam.sum(-1, keepdims=True), lam], axis=-1)  # (8, nq, 4)
+        dbary = np.concatenate([-Tinv.sum(1, keepdims=True), Tinv], axis=1)  # (8, 4, 3)
+        best = np.argmax(bary.min(-1), axis=0)  # sub-tetrahedron holding each point
+        vals = np.zeros((10, X.shape[0]))
+        grads = np.zeros((10, 3, X.shape[0]))
+        for q, s in enumerate(best):
+            vals[_RED_REFINEMENT[s], q] = np.clip(bary[s, q], 0.0, None)
+            grads[_RED_REFINEMENT[s], :, q] = dbary[s]
+        vals /= vals.sum(axis=0, keepdims=True)
+        return vals, grads
+
+    @cached_property
     def nodal_projection(self) -> sp.csr_matrix:
         """(n_elements*n_quad, n_dofs) values of the nodal hat functions ψ_i (P1 on
         :attr:`nodal_tetrahedra`) at the quadrature points.
@@ -338,17 +359,7 @@ class PeriodicMesh:
         """
         if self.order == 1:
             return self.interpolation
-        X = self.basis.X.T  # (nq, 3) reference coordinates
-        sub = _REF_P2_NODES[_RED_REFINEMENT]  # (8, 4, 3)
-        T = np.transpose(sub[:, 1:] - sub[:, :1], (0, 2, 1))  # (8, 3, 3)
-        lam = np.einsum("sij,sqj->sqi", np.linalg.inv(T), X[None] - sub[:, None, 0])
-        bary = np.concatenate([1 - lam.sum(-1, keepdims=True), lam], axis=-1)  # (8, nq, 4)
-        best = np.argmax(bary.min(-1), axis=0)  # sub-tetrahedron holding each point
-        ref = np.zeros((10, X.shape[0]))
-        for q, s in enumerate(best):
-            ref[_RED_REFINEMENT[s], q] = np.clip(bary[s, q], 0.0, None)
-        ref /= ref.sum(axis=0, keepdims=True)
-        return self._quad_matrix(ref)
+        return self._quad_matrix(self._nodal_reference_basis[0])
 
     @cached_property
     def nodal_projection_T(self) -> sp.csr_matrix:
@@ -369,6 +380,51 @@ class PeriodicMesh:
         wq = self.quad_weights if v.ndim == 1 else self.quad_weights[:, None]
         W = self.nodal_weights if v.ndim == 1 else self.nodal_weights[:, None]
         return (self.nodal_projection_T @ (wq * v)) / W
+
+    def project_divergence(self, u: np.ndarray, vector_field, intorder: int = 5) -> np.ndarray:
+        """Nodal values of the weak divergence ``-∇·v``, ``∫ v·∇ψ_i / W_i``, of a vector field
+        built pointwise from a periodic field ``u`` and its gradient.
+
+        The integrals use a positive rule of order ``intorder`` on every nodal (sub-)
+        tetrahedron, where ∇ψ_i is constant, so they are accurate for the kinked ψ_i of P2.
+
+        Parameters
+        ----------
+        u : (n_dofs,) nodal values of a field in the mesh's FE space.
+        vector_field : callable ``(u_values (m,), u_gradients (m, 3)) -> (m, 3)``.
+
+        Returns
+        -------
+        (n_dofs,); with the nodal weights it sums to zero exactly (periodic cell).
+        """
+        from skfem.quadrature import get_quadrature
+        from skfem.refdom import RefTet
+
+        nodes = _REF_VERTICES if self.order == 1 else _REF_P2_NODES
+        subs = np.arange(4)[None] if self.order == 1 else _RED_REFINEMENT
+        Xs, Ws = get_quadrature(RefTet, intorder)  # (3, p), (p,)
+        elem = self.basis.elem
+        invJ = self._inverse_jacobians  # (3, 3, ne)
+        detJ = self.volume / self.n_elements * 6.0  # all Kuhn tetrahedra have equal volume
+        out = np.zeros(self.n_dofs)
+        for sub in subs:
+            v0 = nodes[sub[0]]
+            T = (nodes[sub[1:]] - v0).T  # (3, 3) sub-tet edges as columns
+            X = v0[:, None] + T @ Xs  # reference points of the parent element
+            phi = np.array([elem.lbasis(X, j)[0] for j in range(nodes.shape[0])])
+            dphi = np.array([elem.lbasis(X, j)[1] for j in range(nodes.shape[0])])
+            ue = u[self.element_dofs]  # (ne, nl)
+            uq = ue @ phi  # (ne, p)
+            g = np.einsum("kde,ekq->eqd", invJ, np.einsum("ej,jkq->ekq", ue, dphi))
+            vec = np.asarray(vector_field(uq.ravel(), g.reshape(-1, 3))).reshape(g.shape)
+            ref = np.einsum("kde,eqd->ek", invJ, vec * Ws[None, :, None])  # Σ_q w invDF v
+            ref *= detJ * abs(np.linalg.det(T))
+            Tinv = np.linalg.inv(T)
+            dbary = np.vstack([-Tinv.sum(0), Tinv])  # (4, 3) reference gradients of ψ
+            contrib = ref @ dbary.T  # (ne, 4)
+            out += np.bincount(self.element_dofs[:, sub].ravel(), weights=contrib.ravel(),
+                               minlength=self.n_dofs)
+        return out / self.nodal_weights
 
     def integrate(self, values_at_quad: np.ndarray) -> float:
         """Quadrature integral of a field given at the quadrature points."""

@@ -1,0 +1,47 @@
+"""Exceptions raised by :mod:`fedft` at its API and command-line boundary."""
+
+from meshes import MeshError
+
+
+class FedftError(ValueError):
+    """Base class of every input error :mod:`fedft` raises."""
+
+
+class PseudopotentialError(FedftError):
+    """A pseudopotential file or spec is missing, unreadable or malformed."""
+
+
+class MissingPseudopotentialError(FedftError):
+    """An element of the structure has no pseudopotential."""
+
+
+class StructureError(FedftError):
+    """The structure cannot be computed as given (overlapping atoms, bad cell, ...)."""
+
+
+class MeshTooCoarseError(FedftError):
+    """The mesh cannot resolve the pseudopotential's core."""
+
+
+class SettingsError(FedftError):
+    """An unknown preset or an invalid solver setting."""
+
+
+class ConvergenceError(RuntimeError):
+    """The ground-state (or Poisson) solve did not reach its tolerance.
+
+    Attributes
+    ----------
+    history : list of dict
+        Iteration history up to the failure.
+    """
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = list(history or [])
+
+
+__all__ = [
+    "FedftError", "PseudopotentialError", "MissingPseudopotentialError", "StructureError",
+    "MeshTooCoarseError", "SettingsError", "ConvergenceError", "MeshError",
+]

@@ -1,0 +1,361 @@
+"""Local pseudopotentials: the analytic erf form and tabulated radial potentials.
+
+Every pseudopotential is a radial electron-ion potential ``V(r)`` (Ha, r in bohr) that equals
+``-Z/r`` beyond a core radius. The electrostatics split it as
+
+    V(r) = -Z erf(r/s)/r  +  V_sr(r),     V_sr(r) = V(r) + Z erf(r/s)/r,
+
+where the first part is the potential of a Gaussian compensation charge of width ``s``
+(solved for on the mesh with every periodic image) and ``V_sr`` is short-ranged and evaluated
+analytically at the quadrature points (see :mod:`fedft._ions`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.special import erf
+
+from ._errors import PseudopotentialError
+from ._units import BOHR
+
+log = logging.getLogger(__name__)
+
+#: |V(r) + Z/r| below this (Ha) counts as "outside the core".
+CORE_TOLERANCE = 1e-8
+
+
+def _erf_over_r(r: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """``erf(r/s)/r`` and its r-derivative, finite at r = 0."""
+    r = np.asarray(r, dtype=float)
+    small = r < 1e-6 * s
+    rr = np.where(small, 1.0, r)
+    f = erf(rr / s) / rr
+    df = 2.0 / (np.sqrt(np.pi) * s) * np.exp(-(rr / s) ** 2) / rr - f / rr
+    f0 = 2.0 / (np.sqrt(np.pi) * s)
+    return np.where(small, f0 * (1 - (r / s) ** 2 / 3), f), np.where(
+        small, -f0 * 2 * r / (3 * s**2), df)
+
+
+@dataclass(frozen=True)
+class ErfPseudo:
+    """Analytic local pseudopotential ``V(r) = -Z erf(r/rc)/r`` (its ion is a Gaussian charge).
+
+    Parameters
+    ----------
+    z : float
+        Valence charge (e).
+    rc : float
+        Width (bohr).
+    """
+
+    z: float
+    rc: float
+    symbol: str | None = None
+
+    def __post_init__(self):
+        if not (np.isfinite(self.z) and self.z > 0):
+            raise PseudopotentialError(f"erf pseudopotential: Z must be positive, got {self.z}")
+        if not (np.isfinite(self.rc) and self.rc > 0):
+            raise PseudopotentialError(f"erf pseudopotential: rc must be positive, got {self.rc}")
+
+    @property
+    def core_radius(self) -> float:
+        """Radius (bohr) beyond which ``|V + Z/r| < CORE_TOLERANCE``."""
+        return 6.5 * self.rc
+
+    @property
+    def length_scale(self) -> float:
+        """Shortest length (bohr) on which the potential varies; the mesh must resolve it."""
+        return self.rc
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(f"erf:{self.z!r}:{self.rc!r}".encode()).hexdigest()
+
+    @property
+    def spec(self) -> str:
+        return f"erf:{self.z:g}:{self.rc * BOHR:.10g}"
+
+    def potential(self, r) -> tuple[np.ndarray, np.ndarray]:
+        """``V(r)`` (Ha) and ``dV/dr`` (Ha/bohr) at radii ``r`` (bohr)."""
+        f, df = _erf_over_r(r, self.rc)
+        return -self.z * f, -self.z * df
+
+
+@dataclass(frozen=True)
+class TabulatedPseudo:
+    """A local pseudopotential tabulated on a radial grid.
+
+    Parameters
+    ----------
+    symbol : str
+        Chemical symbol.
+    z : float
+        Valence charge (e).
+    r : (n,) array
+        Radial grid (bohr), increasing, starting at or near 0.
+    v : (n,) array
+        ``V(r)`` (Ha) on the grid; ``-Z/r`` is assumed beyond the last point.
+    source : str
+        Where it came from (file path).
+    digest : str
+        SHA-256 of the source file.
+    """
+
+    symbol: str
+    z: float
+    r: np.ndarray
+    v: np.ndarray
+    source: str = ""
+    digest: str = ""
+    _spline: CubicSpline = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        r = np.asarray(self.r, float)
+        v = np.asarray(self.v, float)
+        where = f" ({self.source})" if self.source else ""
+        if r.ndim != 1 or r.shape != v.shape or r.size < 10:
+            raise PseudopotentialError(f"pseudopotential table{where} needs matching r, V arrays"
+                                       " of at least 10 points")
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(v))):
+            raise PseudopotentialError(f"pseudopotential table{where} contains NaN or inf")
+        if np.any(np.diff(r) <= 0) or r[0] < 0:
+            raise PseudopotentialError(f"pseudopotential radial grid{where} must increase from 0")
+        if not (np.isfinite(self.z) and self.z > 0):
+            raise PseudopotentialError(f"pseudopotential{where}: valence charge must be > 0")
+        object.__setattr__(self, "r", r)
+        object.__setattr__(self, "v", v)
+        object.__setattr__(self, "_spline", CubicSpline(r, v))
+        if abs(v[-1] + self.z / r[-1]) > CORE_TOLERANCE:
+            log.warning("pseudopotential%s is not -Z/r at the end of its table (r=%.3g bohr,"
+                        " |V+Z/r|=%.2g Ha)", where, r[-1], abs(v[-1] + self.z / r[-1]))
+
+    @property
+    def core_radius(self) -> float:
+        """Radius (bohr) beyond which ``|V + Z/r| < CORE_TOLERANCE`` in the table."""
+        with np.errstate(divide="ignore"):
+            dev = np.abs(self.v + self.z / self.r)
+        dev[self.r == 0] = np.inf
+        outside = np.nonzero(dev > CORE_TOLERANCE)[0]
+        return float(self.r[min(outside[-1] + 1, self.r.size - 1)]) if outside.size else 0.0
+
+    @property
+    def length_scale(self) -> float:
+        """Shortest length (bohr) on which the potential varies: 0.3 × the radius beyond which
+        ``|V + Z/r| < 1e-3 Z``."""
+        with np.errstate(divide="ignore"):
+            dev = np.abs(self.v + self.z / self.r)
+        dev[self.r == 0] = np.inf
+        outside = np.nonzero(dev > 1e-3 * self.z)[0]
+        return 0.3 * float(self.r[outside[-1]]) if outside.size else float(self.r[1])
+
+    @property
+    def spec(self) -> str:
+        return self.source
+
+    def potential(self, r) -> tuple[np.ndarray, np.ndarray]:
+        """``V(r)`` (Ha) and ``dV/dr`` (Ha/bohr) at radii ``r`` (bohr); ``-Z/r`` beyond the table."""
+        r = np.asarray(r, dtype=float)
+        inside = r <= self.r[-1]
+        rin = np.where(inside, r, self.r[-1])
+        rout = np.where(inside, 1.0, r)
+        v = np.where(inside, self._spline(rin), -self.z / rout)
+        dv = np.where(inside, self._spline(rin, 1), self.z / rout**2)
+        return v, dv
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _numbers(text: str, path: Path) -> np.ndarray:
+    try:
+        return np.array(text.replace("D", "E").replace("d", "e").split(), dtype=float)
+    except ValueError as exc:
+        raise PseudopotentialError(f"{path}: non-numeric value in the table ({exc})") from exc
+
+
+def read_psp8(path) -> TabulatedPseudo:
+    """Read the local channel of an ABINIT/ONCVPSP ``.psp8`` file.
+
+    The local potential is the ``lloc`` block (``lloc = 4``: the separate local block after the
+    projectors; ``lloc <= lmax`` with no projectors on that channel: that channel itself).
+
+    Raises
+    ------
+    PseudopotentialError
+        If the file is missing or malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PseudopotentialError(f"pseudopotential file {path} does not exist")
+    lines = path.read_text(errors="replace").splitlines()
+    try:
+        zatom, zion = (float(x) for x in lines[1].split()[:2])
+        pspcod, _pspxc, lmax, lloc, mmax = (int(float(x)) for x in lines[2].split()[:5])
+        nproj = [int(x) for x in lines[4].split()[: lmax + 1]]
+        ext = int(lines[5].split()[0])
+    except (IndexError, ValueError) as exc:
+        raise PseudopotentialError(f"{path}: malformed psp8 header ({exc})") from exc
+    if pspcod != 8:
+        raise PseudopotentialError(f"{path}: pspcod is {pspcod}, expected 8 for a psp8 file")
+    if ext == 2:
+        raise PseudopotentialError(f"{path}: spin-orbit psp8 files are not supported")
+    body = lines[6:]
+
+    def block(start: int, ncol: int) -> tuple[np.ndarray, int]:
+        rows = body[start + 1: start + 1 + mmax]
+        if len(rows) < mmax:
+            raise PseudopotentialError(f"{path}: truncated table (expected {mmax} rows)")
+        data = _numbers(" ".join(rows), path)
+        if data.size != mmax * ncol:
+            raise PseudopotentialError(f"{path}: table rows do not have {ncol} columns")
+        return data.reshape(mmax, ncol), start + 1 + mmax
+
+    at = 0
+    local = None
+    for ell in range(lmax + 1):
+        if nproj[ell] > 0:
+            _, at = block(at, 2 + nproj[ell])
+        elif ell == lloc:
+            local, at = block(at, 3)
+    if local is None:
+        local, at = block(at, 3)
+    r, v = local[:, 1], local[:, 2]
+    log.debug("read psp8 %s: Z=%g zatom=%g mmax=%d", path, zion, zatom, mmax)
+    return TabulatedPseudo(symbol=lines[0].split()[0], z=zion, r=r, v=v, source=str(path),
+                           digest=_file_digest(path))
+
+
+_READERS = {".psp8": read_psp8}
+
+
+def register_reader(suffix: str, reader) -> None:
+    """Register a reader ``reader(path) -> TabulatedPseudo`` for files ending in ``suffix``."""
+    _READERS[suffix.lower()] = reader
+
+
+def load_pseudo(spec, symbol: str | None = None):
+    """Build a pseudopotential from a spec.
+
+    Parameters
+    ----------
+    spec : str, Path, ErfPseudo or TabulatedPseudo
+        ``"erf:Z:RC"`` (RC in Å, as everywhere in the public API) or a path to a ``.psp8``,
+        ``.recpot`` or ``.upf`` file.
+    symbol : str, optional
+        Element the pseudopotential is for (used in messages).
+
+    Raises
+    ------
+    PseudopotentialError
+    """
+    if isinstance(spec, (ErfPseudo, TabulatedPseudo)):
+        return spec
+    text = str(spec).strip()
+    if text.lower().startswith("erf:"):
+        parts = text.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError("expected erf:Z:RC")
+            z, rc_ang = float(parts[1]), float(parts[2])
+        except ValueError as exc:
+            raise PseudopotentialError(
+                f"bad erf pseudopotential spec {text!r}: write erf:Z:RC with the valence charge Z "
+                "and the width RC in Å, e.g. erf:3:0.529"
+            ) from exc
+        return ErfPseudo(z=z, rc=rc_ang / BOHR, symbol=symbol)
+    path = Path(text)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise PseudopotentialError(
+            f"cannot tell the format of pseudopotential {text!r}: use a .psp8, .recpot or .upf "
+            "file, or erf:Z:RC"
+        )
+    if not path.is_file():
+        raise PseudopotentialError(f"pseudopotential file {path} does not exist")
+    try:
+        return reader(path)
+    except PseudopotentialError:
+        raise
+    except Exception as exc:  # any parsing failure becomes a clear error
+        raise PseudopotentialError(f"cannot read pseudopotential {path}: {exc}") from exc
+
+
+#: Step (bohr) of radial tables; linear interpolation errs by ~step²/8·|f''| (< 1e-7 Ha here).
+TABLE_STEP = 5e-4
+
+
+@dataclass(frozen=True)
+class RadialTable:
+    """A radial function tabulated on a fine uniform grid and linearly interpolated (values
+    and derivatives are tabulated separately); zero beyond ``cutoff`` (bohr)."""
+
+    cutoff: float
+    step: float
+    values: np.ndarray
+    derivatives: np.ndarray
+
+    @classmethod
+    def from_function(cls, func, reach: float, tolerance: float,
+                      step: float = TABLE_STEP) -> "RadialTable":
+        """Tabulate ``func(r) -> (f, df/dr)`` on ``[0, reach]`` and cut it where
+        ``|f| · 4πr²`` (the weight a shell gives it) stays below ``tolerance``."""
+        r = np.arange(0.0, reach + 2 * step, step)
+        f, df = func(r)
+        big = np.nonzero(np.abs(f) * 4 * np.pi * np.maximum(r, 1.0) ** 2 > tolerance)[0]
+        cutoff = float(r[min(big[-1] + 2, r.size - 1)]) if big.size else 0.0
+        f = np.where(r < cutoff, f, 0.0)
+        df = np.where(r < cutoff, df, 0.0)
+        return cls(cutoff=cutoff, step=float(step), values=f, derivatives=df)
+
+    @property
+    def is_zero(self) -> bool:
+        return not np.any(self.values)
+
+    def __call__(self, r, derivative: bool = False):
+        """Values (and, with ``derivative``, r-derivatives) at radii ``r`` (bohr)."""
+        x = np.minimum(np.asarray(r, dtype=float) * (1.0 / self.step), self.values.size - 1.0)
+        i = np.minimum(x.astype(np.intp), self.values.size - 2)
+        t = x - i
+        f0 = self.values[i]
+        val = f0 + t * (self.values[i + 1] - f0)
+        if not derivative:
+            return val
+        d0 = self.derivatives[i]
+        return val, d0 + t * (self.derivatives[i + 1] - d0)
+
+
+def short_range(pseudo, width: float, tolerance: float = 1e-9,
+                step: float = TABLE_STEP) -> RadialTable:
+    """Short-range remainder ``V_sr(r) = V(r) + Z erf(r/s)/r`` (Ha) of ``pseudo`` for a
+    compensation Gaussian of ``width`` s (bohr), tabulated up to where it vanishes."""
+    if isinstance(pseudo, ErfPseudo) and abs(pseudo.rc - width) < 1e-14:
+        return RadialTable(cutoff=0.0, step=step, values=np.zeros(2), derivatives=np.zeros(2))
+    reach = max(pseudo.core_radius, 7.0 * width)
+
+    def vsr(r):
+        v, dv = pseudo.potential(r)
+        f, df = _erf_over_r(r, width)
+        return v + pseudo.z * f, dv + pseudo.z * df
+
+    return RadialTable.from_function(vsr, reach, tolerance, step)
+
+
+def gaussian_charge(z: float, width: float, tolerance: float = 1e-11,
+                    step: float = TABLE_STEP) -> RadialTable:
+    """Gaussian charge ``Z (π s²)^{-3/2} exp(-r²/s²)`` (e/bohr³), cut where a shell of it
+    holds less than ``tolerance`` electrons per bohr."""
+    norm = z * (np.pi * width**2) ** -1.5
+
+    def g(r):
+        e = norm * np.exp(-(r / width) ** 2)
+        return e, -2.0 * r / width**2 * e
+
+    return RadialTable.from_function(g, 7.0 * width, tolerance, step)

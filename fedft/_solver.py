@@ -1,0 +1,158 @@
+"""Ground state: preconditioned nonlinear conjugate gradients on the sphere ``uᵀMu = N_e``.
+
+Each step moves along a great circle ``u(θ) = cos θ u + sin θ ŝ`` (ŝ tangent, ``ŝᵀMŝ = N_e``)
+so the electron count is exact at every iterate; the step θ comes from a secant search on the
+derivative ``dE/dθ`` (derivatives, not energy comparisons, stay reliable down to 1e-12 Ha).
+The preconditioner is an AMG V-cycle for ``λK + cM``; directions use Polak-Ribière+.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._errors import ConvergenceError
+from ._functional import Evaluation, Functional
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MinimiserResult:
+    """Converged ``u`` (nodal), its evaluation, chemical potential (Ha) and history."""
+
+    u: np.ndarray
+    evaluation: Evaluation
+    chemical_potential: float
+    iterations: int
+    evaluations: int
+    history: list = field(default_factory=list)
+
+
+def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precondition,
+             tol_energy: float, tol_residual: float, max_iter: int = 200,
+             progress=None) -> MinimiserResult:
+    """Minimise the functional over ``u`` with ``uᵀMu = n_electrons``.
+
+    Parameters
+    ----------
+    functional : Functional
+    u0 : (n_dofs,) initial guess (rescaled to the right electron count).
+    n_electrons : float
+    precondition : callable, approximate inverse of the Hessian (AMG V-cycle).
+    tol_energy : float
+        Stop when the energy changed by less than this (Ha) in the last iteration...
+    tol_residual : float
+        ...and the preconditioned residual norm ``√(rᵀPr)`` is below this (Ha^½).
+    max_iter : int
+    progress : callable(dict), optional
+        Called after each iteration with the history entry.
+
+    Raises
+    ------
+    ConvergenceError
+        If the tolerances are not met in ``max_iter`` iterations.
+    """
+    M = functional.disc.M
+    N = float(n_electrons)
+    u = u0 * np.sqrt(N / (u0 @ (M @ u0)))
+    ev = functional.evaluate(u)
+    n_eval = 1
+    history: list[dict] = []
+    d_prev = z_prev = r_prev = None
+    slope_prev = theta_prev = None
+    e_prev = np.inf
+    t0 = time.perf_counter()
+    for it in range(max_iter + 1):
+        g = ev.gradient
+        Mu = M @ u
+        mu = (u @ g) / (2.0 * N)
+        res = g - 2.0 * mu * Mu
+        z = precondition(res)
+        z -= ((Mu @ z) / N) * u
+        rnorm = float(np.sqrt(max(res @ z, 0.0)))
+        de = e_prev - ev.energy
+        entry = {"iteration": it, "energy": ev.energy, "delta_energy": de, "residual": rnorm,
+                 "chemical_potential": mu, "evaluations": n_eval,
+                 "poisson_iterations": ev.poisson_iterations,
+                 "time": time.perf_counter() - t0}
+        history.append(entry)
+        log.debug("iter %3d  E=%.12f  dE=%.2e  |r|=%.2e  evals=%d", it, ev.energy, de, rnorm,
+                  n_eval)
+        if progress is not None:
+            progress(entry)
+        if abs(de) < tol_energy and rnorm < tol_residual:
+            return MinimiserResult(u, ev, mu, it, n_eval, history)
+        if it == max_iter:
+            break
+        # search direction (Polak-Ribière+, restarted when not a descent direction)
+        d = -z
+        if d_prev is not None:
+            beta = max(0.0, (z @ (res - r_prev)) / (z_prev @ r_prev))
+            d = d + beta * d_prev
+        d -= ((Mu @ d) / N) * u
+        if g @ d >= 0:
+            d = -z
+        dn = np.sqrt(d @ (M @ d))
+        s = np.sqrt(N) / dn * d
+        slope0 = g @ s
+        theta = 0.1 if theta_prev is None else float(np.clip(
+            theta_prev * slope_prev / slope0, 1e-8, 0.5))
+        theta, ev_new, u_new, tangent, k = _line_search(functional, u, s, ev, slope0, theta)
+        n_eval += k
+        e_prev = ev.energy
+        theta_prev, slope_prev = theta, slope0
+        # transport the direction and residual history to the new point
+        d_prev = tangent * (dn / np.sqrt(N))
+        z_prev, r_prev = z, res
+        u, ev = u_new, ev_new
+    raise ConvergenceError(
+        f"the ground-state minimisation did not converge in {max_iter} iterations (last energy "
+        f"change {history[-1]['delta_energy']:.2e} Ha, residual {history[-1]['residual']:.2e}); "
+        "raise max_iter, loosen the tolerances (a coarser preset) or check the structure",
+        history,
+    )
+
+
+def _line_search(functional, u, s, ev0, slope0, theta, max_eval: int = 10, c: float = 0.3):
+    """Safeguarded secant search for ``dE/dθ = 0`` along ``u cos θ + s sin θ``.
+
+    Accepts the first point with ``|dE/dθ| ≤ c |dE/dθ(0)|`` and a sufficient decrease.
+    Returns (θ, evaluation, u(θ), unit-speed tangent at θ, number of evaluations).
+    """
+    lo, hi = (0.0, slope0), None  # bracket: derivative < 0 at lo, > 0 at hi
+    prev = lo
+    guess = ev0.v_hartree
+    best = None
+    for k in range(1, max_eval + 1):
+        ut = np.cos(theta) * u + np.sin(theta) * s
+        tangent = -np.sin(theta) * u + np.cos(theta) * s
+        evt = functional.evaluate(ut, guess)
+        guess = evt.v_hartree
+        dt = float(evt.gradient @ tangent)
+        decrease = evt.energy <= ev0.energy + 1e-4 * theta * slope0
+        if decrease and (best is None or abs(dt) < abs(best[5])):
+            best = (theta, evt, ut, tangent, k, dt)
+        if decrease and abs(dt) <= c * abs(slope0):
+            return best[:5]
+        if dt < 0:
+            prev, lo = lo, (theta, dt)
+        else:
+            hi = (theta, dt)
+        if hi is None:  # extrapolate with the last two points, at most 4x
+            t1, d1 = prev
+            t2, d2 = lo
+            new = t2 - d2 * (t2 - t1) / (d2 - d1) if d2 > d1 else 4.0 * t2
+            theta = float(np.clip(new, 1.2 * t2, 4.0 * t2))
+        else:  # interpolate inside the bracket, away from its ends
+            (t1, d1), (t2, d2) = lo, hi
+            new = t1 - d1 * (t2 - t1) / (d2 - d1)
+            width = t2 - t1
+            theta = float(np.clip(new, t1 + 0.05 * width, t2 - 0.05 * width))
+    if best is None:
+        raise ConvergenceError("the line search found no lower energy along the search "
+                               "direction; the structure or mesh may be unphysical")
+    return best[:5]
