@@ -325,7 +325,12 @@ class PeriodicMesh:
         equal the exact ``∫ ψ_i``; for P2 the rule sees ψ_i's kinks inside an element, so they
         differ from the exact sub-tetrahedron values by up to ~15 %, which is what makes
         :meth:`project_to_nodes` reproduce constants and integrals exactly."""
-        return np.asarray(self.nodal_projection_T @ self.quad_weights)
+        w = np.asarray(self.nodal_projection_T @ self.quad_weights)
+        if w.min() <= 0:
+            raise MeshError(
+                f"quadrature order {self.intorder} leaves some nodal hat functions without "
+                "quadrature points (zero nodal weight); use intorder 5, 6 or 7")
+        return w
 
     @cached_property
     def _nodal_reference_basis(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,99 @@
+"""High-level entry point: one structure in, one :class:`~fedft.Result` out."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ase import Atoms
+
+from ._discretisation import Discretisation
+from ._errors import SettingsError
+from ._groundstate import build_mesh, prepare_system, solve_ground_state
+from ._result import Result, build_result
+from ._settings import Settings, resolve_settings
+from ._units import BOHR
+
+log = logging.getLogger(__name__)
+
+
+class DiscretisationCache:
+    """Keeps the operators (matrices, AMG hierarchies) of recently used meshes, so that
+    structures with the same cell and settings reuse them."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._items: list = []
+
+    @staticmethod
+    def key(cell_bohr: np.ndarray, settings: Settings):
+        return (np.round(cell_bohr, 10).tobytes(), settings.order, settings.intorder,
+                settings.spacing)
+
+    def get(self, system, settings: Settings) -> Discretisation:
+        key = self.key(system.cell, settings)
+        for k, disc in self._items:
+            if k == key:
+                return disc
+        disc = Discretisation(build_mesh(system, settings))
+        self._items = ([(key, disc)] + self._items)[: self.size]
+        return disc
+
+
+def check_lambda(kinetic_lambda) -> float:
+    """Validate the von Weizsäcker coefficient λ."""
+    try:
+        lam = float(kinetic_lambda)
+    except (TypeError, ValueError):
+        raise SettingsError(f"kinetic_lambda must be a number, got {kinetic_lambda!r}") from None
+    if not (np.isfinite(lam) and 0 < lam <= 10):
+        raise SettingsError(f"kinetic_lambda must be in (0, 10], got {lam}; common values are "
+                            "1 (single orbital), 1/9, 1/5")
+    return lam
+
+
+def compute(atoms: Atoms, pseudopotentials: dict, kinetic_lambda: float,
+            preset: str | Settings = "accurate", gauge: str = "gradient",
+            cache: DiscretisationCache | None = None, initial_guess=None, progress=None,
+            **overrides) -> Result:
+    """Ground state of a periodic structure.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Periodic structure (Å); atoms outside the cell are wrapped.
+    pseudopotentials : dict
+        Chemical symbol -> spec: ``"erf:Z:RC"`` (RC in Å), a ``.psp8``/``.recpot``/``.upf``
+        path, or a pseudopotential object.
+    kinetic_lambda : float
+        λ of the von Weizsäcker term (TF + λ·vW).
+    preset : str or Settings
+        ``"fast"``, ``"accurate"`` (default) or ``"tight"``, or explicit settings.
+    gauge : {"gradient", "laplacian"}
+        Gauge of the von Weizsäcker energy density.
+    cache : DiscretisationCache, optional
+        Reuse meshes and operators across calls.
+    initial_guess : Result, optional
+        A previous result on the same mesh whose density starts the minimisation.
+    progress : callable(dict), optional
+        Called after each minimiser iteration.
+    **overrides
+        Settings fields to override (e.g. ``spacing=0.3``, in bohr).
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    FedftError subclasses on bad input; ConvergenceError if the solve does not converge.
+    """
+    lam = check_lambda(kinetic_lambda)
+    settings = resolve_settings(preset, **overrides)
+    system = prepare_system(atoms, pseudopotentials, settings)
+    disc = (cache or DiscretisationCache(size=1)).get(system, settings)
+    u0 = None
+    if initial_guess is not None and initial_guess.mesh.n_dofs == disc.mesh.n_dofs:
+        u0 = np.sqrt(np.maximum(initial_guess.fields["rho"], 0.0) * BOHR**3)
+    gs = solve_ground_state(system, lam, settings, disc=disc, u0=u0, progress=progress)
+    return build_result(gs, atoms, gauge=gauge)

@@ -1,0 +1,211 @@
+"""The result of a ground-state calculation, in ASE units (Å, eV, e)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from meshes import PeriodicMesh, write_fields
+
+from ._fields import GAUGES, TERMS, nodal_fields
+from ._units import BOHR, FORCE, HARTREE
+from ._version import __version__
+
+#: Component names, in the order they sum to the total.
+COMPONENTS = ("tf", "vw", "xc", "hartree", "electron_ion", "ewald")
+
+_DENSITY = 1.0 / BOHR**3  # bohr⁻³ -> Å⁻³
+_ENERGY_DENSITY = HARTREE / BOHR**3  # Ha/bohr³ -> eV/Å³
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """Everything a ground-state calculation yields, in ASE units.
+
+    Attributes
+    ----------
+    atoms : ase.Atoms
+        The structure (positions wrapped into the cell).
+    energy : float
+        Total energy (eV), point-ion (Ewald) convention.
+    components : dict of str -> float
+        ``tf``, ``vw``, ``xc``, ``hartree``, ``electron_ion``, ``ewald`` (summing to
+        ``energy``) and the sums ``kinetic`` and ``electrostatic`` (eV).
+    forces : (n_atoms, 3) float
+        Hellmann-Feynman forces (eV/Å).
+    chemical_potential : float
+        μ = ∂E/∂N (eV).
+    n_electrons : float
+    kinetic_lambda : float
+        λ of the von Weizsäcker term.
+    gauge : str
+        Gauge of ``fields["energy_density"]`` and its ``vw`` term: ``"gradient"`` or
+        ``"laplacian"``.
+    points : (n, 3) float
+        Reference points where fields are given: the nodes of the nodal P1 mesh (Å).
+    weights : (n,) float
+        Positive nodal quadrature weights (Å³); ``Σ w_i e_i`` reproduces each component.
+    fields : dict of str -> (n,) arrays
+        ``rho`` (e/Å³), ``phi`` (electrostatic potential, V), ``v_hartree`` and ``v_local``
+        (eV), ``energy_density`` (total, eV/Å³) and ``energy_density_<term>`` for each component
+        and ``electrostatic`` (eV/Å³), ``vw_laplacian_shift`` (eV/Å³; laplacian − gradient gauge).
+    mesh : meshes.PeriodicMesh
+        The finite-element mesh (in **bohr**, as the solver uses it).
+    converged : bool
+        Always True: a calculation that does not converge raises
+        :class:`fedft.ConvergenceError` instead of returning.
+    settings : dict
+        Resolved solver settings (lengths in bohr, energies in Ha).
+    history : list of dict
+        Minimiser iterations (atomic units).
+    timings : dict
+        Wall time (s) per stage.
+    pseudopotentials : dict
+        Symbol -> {spec, digest} of each pseudopotential.
+    """
+
+    atoms: Atoms
+    energy: float
+    components: dict
+    forces: np.ndarray
+    chemical_potential: float
+    n_electrons: float
+    kinetic_lambda: float
+    gauge: str
+    points: np.ndarray
+    weights: np.ndarray
+    fields: dict
+    mesh: PeriodicMesh
+    settings: dict
+    history: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    pseudopotentials: dict = field(default_factory=dict)
+    converged: bool = True
+
+    @property
+    def free_energy(self) -> float:
+        """Equal to ``energy`` (no electronic smearing in orbital-free DFT), eV."""
+        return self.energy
+
+    def energy_density(self, term: str = "total", gauge: str | None = None) -> np.ndarray:
+        """Nodal energy density (eV/Å³) of one term (``"total"``, a component name or
+        ``"electrostatic"``) in a gauge (default: the result's)."""
+        gauge = gauge or self.gauge
+        if gauge not in GAUGES:
+            raise ValueError(f"unknown gauge {gauge!r}; choose one of {GAUGES}")
+        key = "energy_density" if term == "total" else f"energy_density_{term}"
+        if key not in self.fields:
+            raise KeyError(f"no energy density term {term!r}; terms: total, "
+                           f"{', '.join(TERMS)}, electrostatic")
+        value = self.fields[key]
+        if term in ("vw", "total") and gauge != self.gauge:
+            sign = 1.0 if gauge == "laplacian" else -1.0
+            value = value + sign * self.fields["vw_laplacian_shift"]
+        return value
+
+    def summary(self) -> dict:
+        """JSON-serialisable summary (eV, eV/Å)."""
+        return {
+            "energy": self.energy,
+            "free_energy": self.free_energy,
+            "energy_per_atom": self.energy / len(self.atoms),
+            "forces": self.forces.tolist(),
+            "components": dict(self.components),
+            "converged": self.converged,
+            "chemical_potential": self.chemical_potential,
+            "n_electrons": self.n_electrons,
+            "kinetic_lambda": self.kinetic_lambda,
+            "functional": f"TF+{self.kinetic_lambda:g}vW+LDA(PZ81)",
+            "gauge": self.gauge,
+            "units": {"energy": "eV", "forces": "eV/Angstrom", "length": "Angstrom"},
+            "n_dofs": int(self.mesh.n_dofs),
+            "settings": self.settings,
+            "pseudopotentials": self.pseudopotentials,
+            "iterations": len(self.history) - 1,
+            "timings": self.timings,
+            "symbols": self.atoms.get_chemical_symbols(),
+            "cell": np.asarray(self.atoms.cell).tolist(),
+            "positions": self.atoms.positions.tolist(),
+            "code_version": __version__,
+        }
+
+    def write_json(self, path) -> Path:
+        """Write :meth:`summary` atomically to ``path``."""
+        return write_json_atomic(path, self.summary())
+
+    def write_fields(self, path) -> Path:
+        """Write the mesh and every field to ``.xdmf`` or ``.vtu`` for ParaView (the mesh in
+        Å, fields in ASE units)."""
+        from meshes import periodic_mesh
+
+        mesh_ang = periodic_mesh(self.mesh.cell * BOHR, self.mesh.divisions,
+                                 order=self.mesh.order, intorder=self.mesh.intorder)
+        data = {k: v for k, v in self.fields.items()}
+        data["weights"] = self.weights
+        meta = {"units": {"rho": "e/Angstrom^3", "phi": "V", "energy_density": "eV/Angstrom^3",
+                          "length": "Angstrom"}, "gauge": self.gauge,
+                "energy": self.energy, "components": self.components,
+                "kinetic_lambda": self.kinetic_lambda, "code_version": __version__}
+        return write_fields(path, mesh_ang, data, metadata=meta)
+
+
+def write_json_atomic(path, data: dict) -> Path:
+    """Write ``data`` as JSON to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
+    """Convert a :class:`~fedft._groundstate.GroundState` into a :class:`Result`."""
+    if gauge not in GAUGES:
+        raise ValueError(f"unknown gauge {gauge!r}; choose one of {GAUGES}")
+    f = nodal_fields(gs)
+    fields = {
+        "rho": f["rho"] * _DENSITY,
+        "phi": f["phi"] * HARTREE,
+        "v_hartree": f["v_hartree"] * HARTREE,
+        "v_local": f["v_local"] * HARTREE,
+        "vw_laplacian_shift": f["vw_laplacian_shift"] * _ENERGY_DENSITY,
+    }
+    for term in TERMS + ("electrostatic",):
+        fields[f"energy_density_{term}"] = f[f"e_{term}"] * _ENERGY_DENSITY
+    if gauge == "laplacian":
+        fields["energy_density_vw"] = fields["energy_density_vw"] + fields["vw_laplacian_shift"]
+    fields["energy_density"] = sum(fields[f"energy_density_{t}"] for t in TERMS)
+    comps = {k: v * HARTREE for k, v in gs.components.items()}
+    wrapped = atoms.copy()
+    wrapped.positions = gs.system.positions * BOHR
+    mesh = gs.disc.mesh
+    return Result(
+        atoms=wrapped,
+        energy=sum(comps[k] for k in COMPONENTS),
+        components=comps,
+        forces=gs.forces * FORCE,
+        chemical_potential=gs.minimiser.chemical_potential * HARTREE,
+        n_electrons=gs.system.n_electrons,
+        kinetic_lambda=gs.kinetic_lambda,
+        gauge=gauge,
+        points=mesh.dof_positions * BOHR,
+        weights=mesh.nodal_weights * BOHR**3,
+        fields=fields,
+        mesh=mesh,
+        settings=gs.settings.as_dict(),
+        history=gs.minimiser.history,
+        timings=gs.timings,
+        pseudopotentials={s: {"spec": str(p.spec), "digest": p.digest}
+                          for s, p in zip(gs.system.species_symbols, gs.system.pseudos)},
+    )
