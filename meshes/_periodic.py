@@ -354,6 +354,19 @@ class PeriodicMesh:
         return vals, grads
 
     @cached_property
+    def exact_nodal_weights(self) -> np.ndarray:
+        """(n_dofs,) exact integrals ``∫ ψ_i`` of the nodal hat functions (sub-tetrahedron
+        volumes / 4). Equal to :attr:`nodal_weights` for P1."""
+        element_volume = self.volume / self.n_elements  # all Kuhn tetrahedra are equal
+        sub_volume = np.array([element_volume])
+        if self.order == 2:
+            ref = np.abs(_signed_volumes(_REF_P2_NODES, _RED_REFINEMENT))
+            sub_volume = ref / ref.sum() * element_volume
+        per_vertex = np.repeat(np.tile(sub_volume, self.n_elements) / 4.0, 4)
+        return np.bincount(self.nodal_tetrahedra.ravel(), weights=per_vertex,
+                           minlength=self.n_dofs)
+
+    @cached_property
     def nodal_projection(self) -> sp.csr_matrix:
         """(n_elements*n_quad, n_dofs) values of the nodal hat functions ψ_i (P1 on
         :attr:`nodal_tetrahedra`) at the quadrature points.
@@ -387,8 +400,8 @@ class PeriodicMesh:
         return (self.nodal_projection_T @ (wq * v)) / W
 
     def project_divergence(self, u: np.ndarray, vector_field, intorder: int = 5) -> np.ndarray:
-        """Nodal values of the weak divergence ``-∇·v``, ``∫ v·∇ψ_i / W_i``, of a vector field
-        built pointwise from a periodic field ``u`` and its gradient.
+        """Nodal values of the weak divergence ``-∇·v``, ``∫ v·∇ψ_i / ∫ψ_i``, of a vector
+        field built pointwise from a periodic field ``u`` and its gradient.
 
         The integrals use a positive rule of order ``intorder`` on every nodal (sub-)
         tetrahedron, where ∇ψ_i is constant, so they are accurate for the kinked ψ_i of P2.
@@ -400,7 +413,7 @@ class PeriodicMesh:
 
         Returns
         -------
-        (n_dofs,); with the nodal weights it sums to zero exactly (periodic cell).
+        (n_dofs,); with :attr:`exact_nodal_weights` it sums to zero exactly (periodic cell).
         """
         from skfem.quadrature import get_quadrature
         from skfem.refdom import RefTet
@@ -429,7 +442,7 @@ class PeriodicMesh:
             contrib = ref @ dbary.T  # (ne, 4)
             out += np.bincount(self.element_dofs[:, sub].ravel(), weights=contrib.ravel(),
                                minlength=self.n_dofs)
-        return out / self.nodal_weights
+        return out / self.exact_nodal_weights
 
     def integrate(self, values_at_quad: np.ndarray) -> float:
         """Quadrature integral of a field given at the quadrature points."""

@@ -1,0 +1,325 @@
+"""fedft building blocks: XC, Ewald, pseudopotentials, energy-density bookkeeping, errors, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from conftest import BOHR, ERF_AL
+
+import fedft
+from fedft import HARTREE
+from fedft._ewald import ewald
+from fedft._pseudo import ErfPseudo, RadialTable, gaussian_charge, short_range
+from fedft.cli import main
+
+
+# ----------------------------------------------------------------------------- XC
+def test_lda_matches_dftpy_builtin_lda():
+    from dftpy.field import DirectField
+    from dftpy.functional.xc.semilocal_xc import LDA
+    from dftpy.grid import DirectGrid
+
+    rho = np.logspace(-6, 1, 400)  # spans both PZ81 branches (rs < 1 and rs >= 1)
+    eps, v = fedft.lda_xc(rho)
+    grid = DirectGrid(lattice=np.diag([400.0, 1.0, 1.0]), nr=[400, 1, 1])  # volume 1 per point
+    for part in (slice(0, 200), slice(200, 400)):  # each branch's energy on its own
+        dens = np.zeros(400)
+        dens[part] = rho[part]
+        ref = LDA(DirectField(grid, data=dens.reshape(400, 1, 1)), calcType={"E", "V"})
+        assert np.isclose((rho * eps)[part].sum(), ref.energy, rtol=1e-12)
+        assert np.allclose(v[part], np.asarray(ref.potential).ravel()[part], rtol=1e-12)
+
+
+def test_lda_potential_is_derivative_of_energy_density():
+    rho = np.logspace(-4, 0.5, 50)
+    h = 1e-6 * rho
+    e = lambda r: r * fedft.lda_xc(r)[0]  # noqa: E731
+    fd = (e(rho + h) - e(rho - h)) / (2 * h)
+    assert np.allclose(fedft.lda_xc(rho)[1], fd, rtol=1e-7)
+
+
+def test_lda_vacuum_is_zero():
+    eps, v = fedft.lda_xc(np.array([0.0, 1e-40]))
+    assert np.all(eps == 0) and np.all(v == 0)
+
+
+# ----------------------------------------------------------------------------- Ewald
+def test_ewald_matches_reference_fcc_al():
+    # BACKGROUND §3: Ewald energy of fcc Al (Z = 3) at a = 8 bohr is -2.5789849 Ha/atom
+    a = bulk("Al", "fcc", a=8.0 * BOHR, cubic=True)
+    e = ewald(a.positions / BOHR, np.full(4, 3.0), np.asarray(a.cell) / BOHR)
+    assert abs(e.energy / 4 + 2.5789849) < 1e-7
+    assert np.isclose(e.per_atom.sum(), e.energy)
+
+
+def test_ewald_independent_of_splitting_and_forces_are_derivatives(rng):
+    cell = np.array([[7.0, 0, 0], [1.5, 6.5, 0], [0.3, 1.1, 8.0]])
+    pos = rng.uniform(0, 7, (5, 3))
+    Z = rng.uniform(1, 3, 5)
+    ref = ewald(pos, Z, cell)
+    for eta in (0.4, 0.9):
+        assert abs(ewald(pos, Z, cell, eta=eta).energy - ref.energy) < 1e-10
+    h = 1e-5
+    for k in range(3):
+        p, m = pos.copy(), pos.copy()
+        p[2, k] += h
+        m[2, k] -= h
+        fd = -(ewald(p, Z, cell).energy - ewald(m, Z, cell).energy) / (2 * h)
+        assert abs(fd - ref.forces[2, k]) < 1e-7
+    assert np.abs(ref.forces.sum(0)).max() < 1e-10
+
+
+# ----------------------------------------------------------------------------- pseudos
+def test_erf_spec_uses_angstrom():
+    p = fedft.load_pseudo("erf:3:0.529177210903")
+    assert isinstance(p, ErfPseudo) and p.z == 3 and abs(p.rc - 1.0) < 1e-9
+
+
+def test_psp8_reader_reads_gnh_local_channel(gnh_psp8):
+    p = fedft.read_psp8(gnh_psp8)
+    assert p.symbol == "Al" and p.z == 3.0 and p.r.size == 11000
+    v, dv = p.potential(np.array([0.0, 12.0]))
+    assert abs(v[0] - 0.58494554913600) < 1e-12  # first table value
+    assert abs(v[1] + 3.0 / 12.0) < 1e-14 and abs(dv[1] - 3.0 / 144.0) < 1e-14  # -Z/r tail
+
+
+def test_short_range_and_gaussian_tables_match_analytic_forms():
+    from scipy.special import erf
+
+    r = np.linspace(0.01, 9.0, 5000)
+    t = short_range(ErfPseudo(3.0, 1.0), 2.0)
+    v, dv = t(r, derivative=True)
+    exact = 3.0 * (erf(r / 2.0) - erf(r)) / r
+    assert np.abs(v - exact).max() < 2e-7
+    g = gaussian_charge(3.0, 1.5)
+    assert np.allclose(g(r), 3.0 * (np.pi * 1.5**2) ** -1.5 * np.exp(-(r / 1.5) ** 2),
+                       atol=1e-10)
+    # tables vanish beyond their cutoffs, and a zero remainder is recognised
+    assert t(np.array([t.cutoff + 1.0]))[0] == 0.0
+    assert short_range(ErfPseudo(3.0, 1.0), 1.0).is_zero
+    assert isinstance(t, RadialTable)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("", "header"),
+    ("Al\n 13 3 0\n 8 2 0 0 100 0\n 0 0 0\n 0\n 0\n 0\n 1 0.0 1.0\n", "truncated"),
+    ("Al\n 13 3 0\n 6 2 0 0 10 0\n 0 0 0\n 0\n 0\n", "pspcod"),
+])
+def test_malformed_psp8_raises(tmp_path, content, match):
+    path = tmp_path / "bad.psp8"
+    path.write_text(content)
+    with pytest.raises(fedft.PseudopotentialError, match=match):
+        fedft.load_pseudo(path)
+
+
+def test_missing_or_unknown_pseudopotential_files(tmp_path):
+    with pytest.raises(fedft.PseudopotentialError, match="does not exist"):
+        fedft.load_pseudo(tmp_path / "nope.psp8")
+    with pytest.raises(fedft.PseudopotentialError, match="format"):
+        fedft.load_pseudo(tmp_path / "x.txt")
+    with pytest.raises(fedft.PseudopotentialError, match="erf:Z:RC"):
+        fedft.load_pseudo("erf:3")
+    with pytest.raises(fedft.PseudopotentialError, match="positive"):
+        fedft.load_pseudo("erf:3:-1")
+
+
+# ----------------------------------------------------------------------------- results
+@pytest.fixture(scope="module")
+def fast_result():
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.05, seed=3)
+    return fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="fast")
+
+
+def test_energy_density_integrates_to_each_component(fast_result):
+    r = fast_result
+    W = r.weights
+    for term in fedft.COMPONENTS + ("electrostatic",):
+        integral = W @ r.energy_density(term)
+        assert abs(integral / r.components[term] - 1) < 1e-10, term
+    assert abs(W @ r.energy_density() / r.energy - 1) < 1e-10
+    # the other gauge moves energy around but integrates to the same total
+    lap = r.energy_density(gauge="laplacian")
+    assert abs(W @ lap / r.energy - 1) < 1e-10
+    assert np.abs(lap - r.energy_density()).max() > 1e-3  # the gauges really differ
+
+
+def test_laplacian_gauge_shift_is_minus_lambda_over_8_laplacian_of_density(al_primitive):
+    """Independent check of the weak Laplacian: central finite differences (h = 0.2 Å) of the
+    interpolated density at random points."""
+    from meshes import PointLocator, periodic_mesh
+
+    r = fedft.compute(al_primitive, {"Al": ERF_AL}, 1.0, preset="accurate")
+    mesh = periodic_mesh(r.mesh.cell * BOHR, r.mesh.divisions, order=r.mesh.order)
+    loc = PointLocator(mesh)
+    h = 0.2
+    offs = h * np.vstack([np.zeros(3), np.eye(3), -np.eye(3)])
+    pts = np.random.default_rng(0).uniform(0, 2.5, (8, 3))
+    rho = loc.interpolate(r.fields["rho"], (pts[:, None, :] + offs[None]).reshape(-1, 3))
+    rho = rho.reshape(8, 7)
+    lap_fd = (rho[:, 1:].sum(1) - 6 * rho[:, 0]) / h**2  # e/Å⁵
+    # -(λ/8)∇²ρ: Ha/bohr³ per bohr⁻⁵ -> eV/Å³ per Å⁻⁵ is HARTREE·BOHR²
+    expected = -(r.kinetic_lambda / 8) * lap_fd * HARTREE * BOHR**2
+    shift = loc.interpolate(r.fields["vw_laplacian_shift"], pts)
+    assert np.abs(shift - expected).max() < 0.1 * np.abs(expected).max()
+
+
+def test_density_fields_are_physical(fast_result):
+    r = fast_result
+    assert np.all(r.fields["rho"] >= 0)
+    assert abs(r.weights @ r.fields["rho"] / r.n_electrons - 1) < 1e-3
+    assert r.points.shape == (r.weights.size, 3) and np.all(r.weights > 0)
+    assert np.isclose(r.weights.sum(), r.atoms.get_volume())
+    assert np.all(np.isfinite(r.fields["phi"]))
+
+
+def test_result_files(tmp_path, fast_result):
+    from meshes import read_fields
+
+    summary = json.loads(fast_result.write_json(tmp_path / "r.json").read_text())
+    assert summary["converged"] is True
+    assert np.allclose(summary["forces"], fast_result.forces)
+    back = read_fields(fast_result.write_fields(tmp_path / "r.xdmf"))
+    assert np.array_equal(back.periodic_fields["rho"], fast_result.fields["rho"])
+    assert back.metadata["gauge"] == "gradient"
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_atoms_outside_cell_are_wrapped(al_primitive):
+    inside = fedft.compute(al_primitive, {"Al": ERF_AL}, 1.0, preset="fast")
+    moved = al_primitive.copy()
+    moved.positions += np.asarray(al_primitive.cell).sum(0) * 2  # two lattice vectors away
+    outside = fedft.compute(moved, {"Al": ERF_AL}, 1.0, preset="fast")
+    assert abs(outside.energy - inside.energy) < 1e-8
+    assert np.allclose(outside.atoms.get_scaled_positions(wrap=False), 0.0, atol=1e-12)
+
+
+def test_overlapping_atoms_rejected():
+    atoms = Atoms("Al2", positions=[[0, 0, 0], [0.3, 0, 0]], cell=[5, 5, 5], pbc=True)
+    with pytest.raises(fedft.StructureError, match="overlapping"):
+        fedft.compute(atoms, {"Al": ERF_AL}, 1.0)
+
+
+def test_missing_pseudopotential_rejected(al_primitive):
+    with pytest.raises(fedft.MissingPseudopotentialError, match="--pseudo Al="):
+        fedft.compute(al_primitive, {"Cu": ERF_AL}, 1.0)
+
+
+@pytest.mark.parametrize("cell", [[[4, 0, 0], [8, 0, 0], [0, 0, 4]], np.zeros((3, 3))])
+def test_degenerate_cell_rejected(cell):
+    atoms = Atoms("Al", positions=[[0, 0, 0]], cell=cell, pbc=True)
+    with pytest.raises(fedft.StructureError, match="degenerate"):
+        fedft.compute(atoms, {"Al": ERF_AL}, 1.0)
+
+
+def test_non_periodic_structure_rejected():
+    atoms = Atoms("Al", positions=[[0, 0, 0]], cell=[5, 5, 5], pbc=False)
+    with pytest.raises(fedft.StructureError, match="periodic"):
+        fedft.compute(atoms, {"Al": ERF_AL}, 1.0)
+
+
+def test_mesh_too_coarse_for_pseudopotential(al_primitive):
+    with pytest.raises(fedft.MeshTooCoarseError, match="too coarse"):
+        fedft.compute(al_primitive, {"Al": "erf:3:0.1"}, 1.0, preset="fast",
+                      compensation_width=0.2)
+
+
+def test_non_convergence_raises_with_history(al_conventional):
+    with pytest.raises(fedft.ConvergenceError, match="did not converge") as info:
+        fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, preset="fast", max_iter=2)
+    assert len(info.value.history) == 3
+
+
+@pytest.mark.parametrize("lam", [0, -1, float("nan"), "x"])
+def test_bad_lambda_rejected(al_primitive, lam):
+    with pytest.raises(fedft.SettingsError, match="kinetic_lambda"):
+        fedft.compute(al_primitive, {"Al": ERF_AL}, lam)
+
+
+def test_unknown_preset_and_setting_rejected(al_primitive):
+    with pytest.raises(fedft.SettingsError, match="preset"):
+        fedft.compute(al_primitive, {"Al": ERF_AL}, 1.0, preset="ultra")
+    with pytest.raises(fedft.SettingsError, match="unknown setting"):
+        fedft.compute(al_primitive, {"Al": ERF_AL}, 1.0, spacingg=0.3)
+
+
+# ----------------------------------------------------------------------------- calculator
+def test_ase_calculator_matches_compute_and_reuses_mesh(al_conventional):
+    atoms = al_conventional.copy()
+    atoms.rattle(0.05, seed=1)
+    calc = fedft.FedftCalculator(pseudopotentials={"Al": ERF_AL}, kinetic_lambda=1.0,
+                                 preset="fast")
+    atoms.calc = calc
+    e = atoms.get_potential_energy()
+    f = atoms.get_forces()
+    direct = fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="fast")
+    assert abs(e - direct.energy) < 1e-6
+    assert np.abs(f - direct.forces).max() < 1e-4
+    assert atoms.get_potential_energy(force_consistent=True) == e
+    mesh = calc.result.mesh
+    atoms.positions[0] += 0.02
+    atoms.get_potential_energy()
+    assert calc.result.mesh is mesh  # same cell: operators reused
+    assert len(calc.result.history) < len(direct.history)  # warm start from the last density
+
+
+def test_calculator_requires_lambda_and_pseudos():
+    with pytest.raises(fedft.SettingsError):
+        fedft.FedftCalculator(pseudopotentials={"Al": ERF_AL})
+    with pytest.raises(fedft.SettingsError):
+        fedft.FedftCalculator(kinetic_lambda=1.0)
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_run_writes_json_and_fields(tmp_path, capsys):
+    from ase.io import write
+
+    structure = tmp_path / "al.extxyz"
+    write(structure, bulk("Al", "fcc", a=4.05))
+    out = tmp_path / "out.json"
+    code = main(["run", str(structure), "--pseudo", f"Al={ERF_AL}", "--kinetic-lambda", "1",
+                 "--preset", "fast", "--json", str(out), "--fields", str(tmp_path / "f.vtu")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "energy" in text and "forces (eV/Å)" in text
+    data = json.loads(out.read_text())
+    assert data["converged"] is True
+    assert set(fedft.COMPONENTS) <= set(data["components"])
+    assert np.asarray(data["forces"]).shape == (1, 3)
+    assert abs(sum(data["components"][k] for k in fedft.COMPONENTS) - data["energy"]) < 1e-8
+    assert (tmp_path / "f.vtu").is_file() and (tmp_path / "f.mesh.json").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["missing.xyz", "--pseudo", "Al=erf:3:0.5"], "does not exist"),
+    (["STRUCT", "--pseudo", "Al=nofile.psp8"], "does not exist"),
+    (["STRUCT", "--pseudo", "Cu=erf:3:0.5"], "no pseudopotential for Al"),
+    (["STRUCT", "--pseudo", "Al=erf:3:0.5", "--json", "nodir/x.json"], "does not exist"),
+])
+def test_cli_errors_exit_nonzero_with_message(tmp_path, capsys, args, message):
+    from ase.io import write
+
+    structure = tmp_path / "al.extxyz"
+    write(structure, bulk("Al", "fcc", a=4.05))
+    args = [str(structure) if a == "STRUCT" else a for a in args]
+    args = [str(tmp_path / a) if a.startswith("nodir") else a for a in args]
+    assert main(["run", *args, "--kinetic-lambda", "1", "--preset", "fast"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unreadable_structure(tmp_path, capsys):
+    bad = tmp_path / "bad.xyz"
+    bad.write_text("not a structure\n")
+    assert main(["run", str(bad), "--pseudo", "Al=erf:3:0.5", "--kinetic-lambda", "1"]) == 2
+    assert "cannot read structure" in capsys.readouterr().err
+
+
+def test_cli_help_lists_contract(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--pseudo", "--kinetic-lambda", "--preset", "--json", "--fields"):
+        assert flag in out
