@@ -5,11 +5,13 @@ from ._errors import (CemtError, FeatureSettingsError, GpspFormatError, MissingE
                       PseudodensityError, StructureError)
 from ._gmp import MAX_ORDER, GMPFeaturizer, atom_centred_points, bond_centred_points
 from ._gmp_fft import grid_points
+from ._scaler import FeatureScaler
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
                              read_gpsp, write_gpsp)
 
 __all__ = [
     "GMPFeaturizer",
+    "FeatureScaler",
     "MAX_ORDER",
     "atom_centred_points",
     "bond_centred_points",
