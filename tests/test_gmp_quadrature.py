@@ -16,7 +16,6 @@ images enumerated here, and two quadratures of the integral:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ from scipy.special import sph_harm_y
 
 from cemt import GMPFeaturizer, grid_points, read_gpsp
 
-GPSP = Path(__file__).resolve().parents[2] / "shared" / "data" / "NC-SR.gpsp"
-pytestmark = pytest.mark.skipif(not GPSP.exists(), reason=f"reference data {GPSP} not found")
+from _gmp_data import GPSP, requires_gpsp
+
+pytestmark = requires_gpsp
 
 ORDERS = [-1, 0, 1, 2, 3, 4]
 
