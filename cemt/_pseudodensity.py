@@ -388,7 +388,7 @@ def fit_pseudodensity(
 
     def unpack(p):
         log_beta, v = p[:n_primitives], p[n_primitives:]
-        beta = np.exp(log_beta)
+        beta = np.exp(np.clip(log_beta, -12.0, 12.0))
         f = np.exp(v - v.max())
         f /= f.sum()
         B = n_el * f / (np.pi / beta) ** 1.5
@@ -403,8 +403,8 @@ def fit_pseudodensity(
     for spread in (1.0, 0.6, 1.6):
         radii = np.geomspace(r_lo * spread, r_hi * spread, n_primitives)
         p0 = np.concatenate([np.log(1.0 / radii**2), np.zeros(n_primitives)])
-        sol = optimize.least_squares(residual, p0, method="lm", max_nfev=4000 * n_primitives,
-                                     xtol=1e-14, ftol=1e-14)
+        sol = optimize.least_squares(residual, p0, method="lm", max_nfev=600 * n_primitives,
+                                     xtol=1e-12, ftol=1e-12)
         if best is None or sol.cost < best.cost:
             best = sol
     B, beta = unpack(best.x)
