@@ -124,3 +124,16 @@ def test_fft_grid_agrees_with_direct_sum():
     fft = feat.features_grid(atoms, (8, 9, 7), shift=shift)
     direct = feat.features(atoms, grid_points(cell, (8, 9, 7), shift))
     assert torch.allclose(fft, direct, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(10)
+    atoms = Atoms("CO", cell=np.eye(3) * 3.5, pbc=True, scaled_positions=rng.uniform(size=(2, 3)))
+    pts = rng.uniform(size=(50, 3)) * 3.5
+    cpu = GMPFeaturizer([-1, 0, 1, 2, 3, 4], [0.4, 1.0], GPSP).features(atoms, pts)
+    gpu = GMPFeaturizer([-1, 0, 1, 2, 3, 4], [0.4, 1.0], GPSP, device="cuda").features(atoms, pts)
+    assert gpu.device.type == "cuda"
+    assert torch.allclose(gpu.cpu(), cpu, rtol=1e-10, atol=1e-14)
+    fft = GMPFeaturizer([0, 2], [0.6], GPSP, device="cuda").features_grid(atoms, (6, 6, 6))
+    assert fft.device.type == "cuda"
