@@ -159,8 +159,9 @@ class GMPFeaturizer:
     chunk_size : int, optional
         Upper bound on reference points per evaluation chunk (default: set by the pair budget).
     max_pairs_per_chunk : int, default 2**19
-        Point-image candidate pairs evaluated at once; bounds working memory (about
-        ``max_pairs_per_chunk * (40 + 8 n_monomials)`` bytes in float64).
+        Point-image candidate pairs evaluated at once (a quarter of it when an autograd graph
+        is built); bounds working memory to a few hundred MB in float64 whatever the number
+        of points.
     block_size : float, optional
         Side of the cubes used to bin points for the neighbour search, Å (default: 1/8 of the
         largest cutoff, clipped to 0.5 .. 3 Å).
@@ -453,7 +454,9 @@ class GMPFeaturizer:
         for Z in elements:
             plan = per_el[Z][2]
             width += plan.prefix[blocks_sorted[starts]].max(axis=1) if plan.prefix.size else 0
-        budget = self.max_pairs_per_chunk
+        need_grad = torch.is_grad_enabled() and (pos.requires_grad or pts.requires_grad)
+        # autograd keeps a chunk's intermediates until its backward: smaller chunks then
+        budget = self.max_pairs_per_chunk // (4 if need_grad else 1)
         cap = self.chunk_size or n_pts
         pieces = []  # whole blocks, or parts of a block that alone exceeds the budget
         for b0, b1, w in zip(starts, ends, width):
@@ -471,7 +474,6 @@ class GMPFeaturizer:
                 cur_w = new_w
         chunks.append((cur_start, n_pts))
 
-        need_grad = torch.is_grad_enabled() and (pos.requires_grad or pts.requires_grad)
         outs = []
         for c0, c1 in chunks:
             idx = torch.as_tensor(order[c0:c1], device=self.device)
