@@ -1,6 +1,8 @@
-"""Shared fixtures: paths to reference data beside the project and common structures."""
+"""Shared test settings and fixtures: paths to reference data beside the project, common
+structures, single-threaded numerics."""
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,13 @@ from ase.build import bulk
 # The solver limits BLAS threads itself; keep the reference code (DFTpy, numpy) single
 # threaded too so that tests do not oversubscribe the 2-core machines.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+# One intra-op thread keeps the many small tensor operations of the tests fast and their
+# timing stable on a shared machine (OpenMP spin-waits under contention).
+torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helper modules
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -1,0 +1,108 @@
+"""Forces by autograd: gradients w.r.t. atom positions vs central finite differences.
+
+A small overlap threshold keeps the cutoff discontinuities (size ~ threshold) far below the
+finite-difference tolerance.
+"""
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+
+from cemt import GMPFeaturizer, atom_centred_points, bond_centred_points
+
+from _gmp_data import GPSP, requires_gpsp
+
+pytestmark = requires_gpsp
+
+ORDERS = [-1, 0, 1, 2, 3, 4]
+SIGMAS = [0.35, 0.8, 1.4]
+
+
+def _structure(kind, rng):
+    if kind == "periodic":
+        cell = np.array([[3.9, 0.0, 0.0], [1.0, 3.6, 0.0], [-0.7, 0.5, 4.0]])
+        return Atoms("COH", cell=cell, pbc=True, scaled_positions=rng.uniform(size=(3, 3)))
+    return Atoms("CON", positions=[[0, 0, 0], [1.2, 0.2, -0.1], [-0.4, 1.1, 0.5]]
+                 + rng.normal(scale=0.05, size=(3, 3)))
+
+
+def _energy_fn(feat, atoms, mode, weights, fixed_points=None):
+    cell, pbc, numbers = atoms.cell.array, atoms.pbc, atoms.numbers
+
+    def energy(pos):
+        if mode == "fixed":
+            pts = torch.as_tensor(fixed_points)
+        elif mode == "atoms":
+            pts = atom_centred_points(pos)
+        else:
+            pts, _, _ = bond_centred_points(pos, cell, pbc, cutoff=2.6)
+        f = feat.features_torch(pos, numbers, cell, pbc, points=pts)
+        return (torch.sin(3.0 * f) * weights[: f.shape[0]]).sum() + (f**2).sum() * 0.1
+    return energy
+
+
+def _check(energy, pos0, h=1e-5):
+    pos = torch.tensor(pos0, requires_grad=True)
+    e = energy(pos)
+    grad, = torch.autograd.grad(e, pos)
+    fd = np.zeros_like(pos0)
+    with torch.no_grad():
+        for idx in np.ndindex(*pos0.shape):
+            p, m = pos0.copy(), pos0.copy()
+            p[idx] += h
+            m[idx] -= h
+            fd[idx] = (energy(torch.tensor(p)).item() - energy(torch.tensor(m)).item()) / (2 * h)
+    g = grad.numpy()
+    assert np.abs(g - fd).max() <= 1e-6 * np.abs(fd).max(), (g, fd)
+    assert np.abs(fd).max() > 1e-3  # the test is not vacuous
+
+
+@pytest.mark.parametrize("kind", ["periodic", "isolated"])
+@pytest.mark.parametrize("mode", ["fixed", "atoms", "bonds"])
+def test_autograd_forces_match_finite_differences(kind, mode):
+    rng = np.random.default_rng({"fixed": 1, "atoms": 2, "bonds": 3}[mode] + (10 if kind == "periodic" else 0))
+    atoms = _structure(kind, rng)
+    feat = GMPFeaturizer(ORDERS, SIGMAS, GPSP, overlap_threshold=1e-16)
+    weights = torch.as_tensor(rng.normal(size=(64, feat.n_features)))
+    pts = rng.uniform(atoms.positions.min(0) - 1, atoms.positions.max(0) + 1, size=(6, 3))
+    if mode == "bonds":
+        n_b = bond_centred_points(atoms.positions, atoms.cell.array, atoms.pbc, 2.6)[0].shape[0]
+        assert n_b >= 2
+    _check(_energy_fn(feat, atoms, mode, weights, pts), atoms.positions.copy())
+
+
+def test_checkpointed_chunks_give_same_gradients():
+    rng = np.random.default_rng(5)
+    atoms = _structure("periodic", rng)
+    pts = rng.uniform(size=(40, 3)) @ atoms.cell.array
+    w = torch.as_tensor(rng.normal(size=(40, 16)))
+    grads = []
+    for kw in ({}, dict(max_pairs_per_chunk=4096, chunk_size=5)):
+        feat = GMPFeaturizer(ORDERS, SIGMAS, GPSP, **kw)
+        pos = torch.tensor(atoms.positions, requires_grad=True)
+        f = feat.features_torch(pos, atoms.numbers, atoms.cell.array, atoms.pbc, points=pts)
+        grads.append(torch.autograd.grad((f * w).sum(), pos)[0])
+    assert torch.allclose(grads[0], grads[1], rtol=1e-11, atol=1e-13)
+
+
+def test_fft_grid_gradients_match_finite_differences():
+    rng = np.random.default_rng(6)
+    atoms = _structure("periodic", rng)
+    feat = GMPFeaturizer([-1, 0, 2, 3], [0.5, 1.2], GPSP)
+    w = torch.as_tensor(rng.normal(size=(5 * 6 * 7, feat.n_features)))
+
+    def energy(pos):
+        f = feat.features_grid_torch(pos, atoms.numbers, atoms.cell.array, atoms.pbc, (5, 6, 7))
+        return (torch.tanh(f) * w).sum()
+    _check(energy, atoms.positions.copy())
+
+
+def test_zero_norm_feature_has_finite_gradient():
+    """G_l = 0 at a symmetric centre (sqrt at 0) must not produce NaN forces."""
+    atoms = Atoms("C", cell=np.eye(3) * 3.0, pbc=True)
+    feat = GMPFeaturizer([1, 2], [0.6], GPSP)
+    pos = torch.tensor(atoms.positions, requires_grad=True)
+    f = feat.features_torch(pos, atoms.numbers, atoms.cell.array, True)
+    g, = torch.autograd.grad(f.sum(), pos)
+    assert torch.isfinite(g).all()
