@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,7 +235,140 @@ def read_psp8(path) -> TabulatedPseudo:
                            digest=_file_digest(path))
 
 
-_READERS = {".psp8": read_psp8}
+#: Ry per Ha: UPF tables are in Rydberg.
+_RY_PER_HA = 2.0
+
+
+def _tag_text(text: str, tag: str) -> str | None:
+    """Contents of the first ``<tag ...> ... </tag>`` element (exact tag name), or ``None``."""
+    m = re.search(rf"<{tag}(?:\s[^>]*)?>(.*?)</{tag}\s*>", text, flags=re.S | re.I)
+    return m.group(1) if m else None
+
+
+def _float(word: str, what: str, path: Path) -> float:
+    try:
+        return float(word.strip().replace("D", "E").replace("d", "e"))
+    except (ValueError, AttributeError) as exc:
+        raise PseudopotentialError(f"{path}: {what} {word!r} is not a number") from exc
+
+
+def _upf_v1(text: str, path: Path) -> tuple[str, float, str, str, dict]:
+    """Symbol, Z, radial-mesh text, local-potential text and declared sizes of a UPF v1 file."""
+    header = _tag_text(text, "PP_HEADER")
+    if header is None:
+        raise PseudopotentialError(f"{path}: UPF v1 file without a <PP_HEADER> block")
+    lines = [ln for ln in header.splitlines() if ln.strip()]
+    symbol = z = None
+    sizes = {}
+    for ln in lines:
+        low = ln.strip().lower()
+        if low.endswith("element"):
+            symbol = ln.split()[0]
+        elif low.endswith("z valence"):
+            z = _float(ln.split()[0], "z_valence", path)
+        elif low.endswith("number of points in mesh"):
+            sizes["mesh_size"] = int(_float(ln.split()[0], "mesh size", path))
+        elif ln.split()[0] == "1/r":  # pseudo_type line of a bare Coulomb potential
+            raise PseudopotentialError(f"{path}: bare Coulomb (1/r) UPF files have no finite "
+                                       "local potential and are not supported")
+    if z is None:
+        raise PseudopotentialError(f"{path}: UPF v1 <PP_HEADER> has no line ending in "
+                                   "'Z valence' (z_valence missing)")
+    if symbol is None:
+        raise PseudopotentialError(f"{path}: UPF v1 <PP_HEADER> has no line ending in 'Element'")
+    mesh = _tag_text(_tag_text(text, "PP_MESH") or "", "PP_R")
+    local = _tag_text(text, "PP_LOCAL")
+    return symbol, z, mesh, local, sizes
+
+
+def _upf_v2(text: str, path: Path) -> tuple[str, float, str, str, dict]:
+    """Symbol, Z, radial-mesh text, local-potential text and declared sizes of a UPF v2 file."""
+    # PP_INFO is free text (input files, '&' namelists) and often not valid XML: drop it.
+    body = re.sub(r"<PP_INFO\b.*?</PP_INFO\s*>", "", text, flags=re.S | re.I)
+    try:
+        root = ET.fromstring(body.strip())
+    except ET.ParseError as exc:
+        raise PseudopotentialError(f"{path}: malformed UPF v2 XML ({exc})") from exc
+    header = root.find("PP_HEADER")
+    if header is None:
+        raise PseudopotentialError(f"{path}: UPF v2 file without a <PP_HEADER> element")
+    if "z_valence" not in header.attrib:
+        raise PseudopotentialError(f"{path}: UPF v2 <PP_HEADER> has no z_valence attribute")
+    z = _float(header.attrib["z_valence"], "z_valence", path)
+    symbol = header.attrib.get("element", "").strip()
+    if not symbol:
+        raise PseudopotentialError(f"{path}: UPF v2 <PP_HEADER> has no element attribute")
+    if header.attrib.get("is_coulomb", "F").strip().lower().lstrip(".").startswith("t"):
+        raise PseudopotentialError(f"{path}: bare Coulomb (is_coulomb) UPF files have no finite "
+                                   "local potential and are not supported")
+    r_el, v_el = root.find("PP_MESH/PP_R"), root.find("PP_LOCAL")
+    sizes = {name: int(_float(el.attrib["size"], f"{name} size", path))
+             for name, el in (("PP_R", r_el), ("PP_LOCAL", v_el))
+             if el is not None and "size" in el.attrib}
+    if "mesh_size" in header.attrib:
+        sizes["mesh_size"] = int(_float(header.attrib["mesh_size"], "mesh_size", path))
+    return (symbol, z, None if r_el is None else (r_el.text or ""),
+            None if v_el is None else (v_el.text or ""), sizes)
+
+
+def read_upf(path) -> TabulatedPseudo:
+    """Read the local channel of a Quantum ESPRESSO ``.upf`` file (UPF v1 or v2).
+
+    UPF v1 is recognised by its text ``<PP_HEADER>`` (valence charge on the line ending in
+    ``Z valence``, symbol on the line ending in ``Element``); UPF v2 by its ``<UPF version="2...">``
+    root (``z_valence`` and ``element`` attributes of ``<PP_HEADER>``). The radial mesh
+    ``<PP_MESH><PP_R>`` is in bohr; ``<PP_LOCAL>`` is ``V_loc(r)`` in **Rydberg** and is
+    converted to Hartree (× 1/2).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.upf`` file.
+
+    Returns
+    -------
+    TabulatedPseudo
+        ``r`` (bohr) and ``v`` (Ha) as tabulated in the file.
+
+    Raises
+    ------
+    PseudopotentialError
+        If the file is missing, is not UPF, or a needed piece is missing or malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PseudopotentialError(f"pseudopotential file {path} does not exist")
+    text = path.read_text(errors="replace")
+    if re.search(r"<UPF\b", text, flags=re.I):
+        symbol, z, mesh, local, sizes = _upf_v2(text, path)
+        version = 2
+    elif re.search(r"<PP_HEADER\s*>", text, flags=re.I):
+        symbol, z, mesh, local, sizes = _upf_v1(text, path)
+        version = 1
+    else:
+        raise PseudopotentialError(f"{path}: not a UPF file (neither a <UPF> root nor a "
+                                   "<PP_HEADER> block)")
+    if mesh is None:
+        raise PseudopotentialError(f"{path}: no <PP_MESH><PP_R> radial mesh")
+    if local is None:
+        raise PseudopotentialError(f"{path}: no <PP_LOCAL> local potential")
+    r, v = _numbers(mesh, path), _numbers(local, path)
+    for name, arr in (("PP_R", r), ("PP_LOCAL", v)):
+        if name in sizes and arr.size != sizes[name]:
+            raise PseudopotentialError(f"{path}: truncated table: <{name}> has {arr.size} values,"
+                                       f" its size attribute says {sizes[name]}")
+    if "mesh_size" in sizes and r.size != sizes["mesh_size"]:
+        raise PseudopotentialError(f"{path}: truncated table: the radial mesh <PP_R> has {r.size}"
+                                   f" values, the header's mesh size is {sizes['mesh_size']}")
+    if r.size != v.size:
+        raise PseudopotentialError(f"{path}: truncated table: <PP_LOCAL> has {v.size} values but"
+                                   f" the radial mesh <PP_R> has {r.size}")
+    log.debug("read UPF v%d %s: %s Z=%g mesh=%d", version, path, symbol, z, r.size)
+    return TabulatedPseudo(symbol=symbol.capitalize(), z=z, r=r, v=v / _RY_PER_HA,
+                           source=str(path), digest=_file_digest(path))
+
+
+_READERS = {".psp8": read_psp8, ".upf": read_upf}
 
 
 def register_reader(suffix: str, reader) -> None:
