@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.interpolate import CubicSpline
+from ase.data import chemical_symbols
+from scipy.interpolate import CubicSpline, make_interp_spline
 from scipy.special import erf
 
 from ._errors import PseudopotentialError
-from ._units import BOHR
+from ._units import BOHR, HARTREE
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,185 @@ def read_upf(path) -> TabulatedPseudo:
                            source=str(path), digest=_file_digest(path))
 
 
-_READERS = {".psp8": read_psp8, ".upf": read_upf}
+#: Real-space table a .recpot file is transformed onto: ``r = 0, RECPOT_STEP, ..., RECPOT_RMAX``
+#: (bohr). ``-Z/r`` is assumed beyond ``RECPOT_RMAX``.
+RECPOT_RMAX = 12.0
+RECPOT_STEP = 0.005
+#: The trapezoidal q-sum puts odd images of ``r V_s(r)`` at ``r ± 2πk/dq``. If ``2π/dq < 2 rmax``
+#: they can reach ``r <= rmax``; the file's own q grid is then kept only if
+#: ``|r V_s(r)| < _ALIAS_TOLERANCE`` (Ha·bohr, per unit Z) on ``[2π/dq - rmax, π/dq]`` (where the
+#: images would come from), else ``V_s(q)`` is refined by a quintic spline until
+#: ``2π/dq >= 2 rmax``.
+_ALIAS_TOLERANCE = 1e-11
+#: ``exp(-(qmax·rc/2)²)`` at the end of the q table for the Coulomb split width ``rc``: the
+#: Gaussian tail the transform omits beyond ``qmax`` is below 1e-16 relative.
+_SPLIT_EXPONENT = 37.0
+
+
+def _recpot_local_block(path: Path) -> tuple[float, np.ndarray]:
+    """``kmax`` (1/Å) and the local ``V(q)`` values (eV·Å³) of a CASTEP ``.recpot`` file."""
+    lines = path.read_text(errors="replace").splitlines()
+    end = next((i for i, ln in enumerate(lines) if "END COMMENT" in ln.upper()), None)
+    if end is None:
+        raise PseudopotentialError(f"{path}: no 'END COMMENT' line: not a CASTEP .recpot file")
+    rest = [(i, ln) for i, ln in enumerate(lines[end + 1:], end + 1) if ln.strip()]
+    if len(rest) < 2:
+        raise PseudopotentialError(f"{path}: truncated after 'END COMMENT' (expected the version"
+                                   " line '3 5' and the kmax line)")
+    version = rest[0][1].split()
+    if version[:2] != ["3", "5"]:
+        raise PseudopotentialError(f"{path}: version line is {rest[0][1].strip()!r}, expected "
+                                   "'3 5' (the only recpot layout supported)")
+    kmax = _float(rest[1][1].split()[0], "kmax", path)
+    if not (np.isfinite(kmax) and kmax > 0):
+        raise PseudopotentialError(f"{path}: kmax must be a positive number (1/Å), got {kmax}")
+    values = []
+    for _, ln in rest[2:]:
+        words = ln.split()
+        # The local table ends at a line holding one integer: '1000' (end of the potential) or
+        # the angular momentum that opens a nonlocal block (ignored here).
+        if len(words) == 1 and re.fullmatch(r"[+-]?\d+", words[0]):
+            break
+        values.append(ln)
+    else:
+        raise PseudopotentialError(f"{path}: truncated table: the local V(q) block is not "
+                                   "terminated by a '1000' line")
+    v = _numbers(" ".join(values), path)
+    if v.size < 16:
+        raise PseudopotentialError(f"{path}: the local V(q) table has only {v.size} values")
+    return kmax, v
+
+
+def _recpot_valence(q: np.ndarray, vq: np.ndarray, path: Path) -> float:
+    """Valence charge from ``V(q) = -4πZ/q² + V0 + a q² + ...`` at small q.
+
+    ``q²(V(q) - V(0)) = -4πZ + a q⁴ + O(q⁶)`` at q1 and q2 = 2 q1; Richardson extrapolation
+    removes the ``q⁴`` term. Recpot files do not state Z, so it must be an integer.
+    """
+    f1, f2 = (q[i] ** 2 * (vq[i] - vq[0]) for i in (1, 2))
+    z_est = -(16.0 * f1 - f2) / 15.0 / (4.0 * np.pi)
+    z = float(np.rint(z_est))
+    if not (np.isfinite(z_est) and z > 0 and abs(z_est - z) < 1e-3 * max(z, 1.0)):
+        raise PseudopotentialError(
+            f"{path}: cannot infer the valence charge: V(q) near q=0 gives Z ≈ {z_est:.6g}, not "
+            "a positive integer (is V(q>0) missing the -4πZ/q² Coulomb term?)")
+    return z
+
+
+def recpot_to_real(q: np.ndarray, vq: np.ndarray, z: float, r: np.ndarray) -> np.ndarray:
+    """Radial ``V(r)`` (Ha) from a reciprocal-space local potential.
+
+    Parameters
+    ----------
+    q : (n,) array
+        Uniform grid ``0, dq, ..., qmax`` (1/bohr).
+    vq : (n,) array
+        ``V(q) = ∫ V(r) exp(-i q·r) d³r`` (Ha·bohr³) *including* the Coulomb term ``-4πZ/q²``
+        for ``q > 0``; ``vq[0]`` is the finite non-Coulomb ``q = 0`` limit
+        ``4π ∫ r (r V(r) + Z) dr``.
+    z : float
+        Valence charge (e).
+    r : (m,) array
+        Radii (bohr); ``V_s`` is assumed to vanish beyond ``r.max()``.
+
+    Returns
+    -------
+    (m,) array
+        ``V(r) = V_s(r) - Z erf(r/rc)/r`` with the smooth remainder
+        ``V_s(q) = V(q) + 4πZ exp(-q²rc²/4)/q²`` (``V_s(0) = V(0) - πZrc²``) transformed by
+        ``V_s(r) = (2π²)⁻¹ ∫ q² V_s(q) j0(qr) dq`` and ``rc = 2√37/qmax`` so that the Gaussian
+        left out beyond ``qmax`` is ``exp(-37)`` small.
+
+    Notes
+    -----
+    ``q V_s(q) sin(qr)`` is even in q, so the trapezoidal rule on ``[0, qmax]`` has no
+    endpoint error at 0 and is exact up to aliases (images of ``r V_s(r)`` at ``r ± 2πk/dq``,
+    see ``_ALIAS_TOLERANCE``); the other errors are the file's own truncation at ``qmax`` and,
+    for a coarse file grid whose aliases would matter, the quintic-spline refinement of V_s(q).
+    """
+    qmax = q[-1]
+    rc = 2.0 * np.sqrt(_SPLIT_EXPONENT) / qmax
+    vs = np.empty_like(vq)
+    vs[0] = vq[0] - np.pi * z * rc**2
+    vs[1:] = vq[1:] + 4.0 * np.pi * z * np.exp(-(q[1:] * rc) ** 2 / 4.0) / q[1:] ** 2
+    dq = q[1] - q[0]
+    rmax = max(float(np.max(r)), 1.0)
+    period = 2.0 * np.pi / dq
+    if period < 2.0 * rmax:
+        probe = np.linspace(max(period - rmax, 0.0), period / 2, 64)
+        safe = period > rmax and np.max(np.abs(probe * _trapezoid_j0(q, vs, probe))) < (
+            _ALIAS_TOLERANCE * max(z, 1.0))
+        if not safe:
+            refine = int(np.ceil(2.0 * rmax / period))
+            # V_s is even in q: interpolate on the mirrored grid, quintic spline
+            qq = np.concatenate([-q[:0:-1], q])
+            spline = make_interp_spline(qq, np.concatenate([vs[:0:-1], vs]), k=5)
+            q = np.linspace(0.0, qmax, (q.size - 1) * refine + 1)
+            vs = spline(q)
+    return _trapezoid_j0(q, vs, r) - z * _erf_over_r(r, rc)[0]
+
+
+def _trapezoid_j0(q: np.ndarray, fq: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``(2π²)⁻¹ ∫ q² f(q) j0(qr) dq`` by the trapezoidal rule on the uniform grid ``q``."""
+    w = np.full(q.size, q[1] - q[0])
+    w[-1] *= 0.5
+    wq2f = w * q**2 * fq / (2.0 * np.pi**2)
+    out = np.empty(r.shape)
+    for lo in range(0, r.size, 256):  # chunks keep the (r, q) matrix small
+        out[lo: lo + 256] = np.sinc(np.outer(r[lo: lo + 256], q) / np.pi) @ wq2f
+    return out
+
+
+def read_recpot(path, rmax: float = RECPOT_RMAX, step: float = RECPOT_STEP) -> TabulatedPseudo:
+    """Read the local potential of a CASTEP ``.recpot`` file and transform it to real space.
+
+    Layout: a comment block ending in ``END COMMENT``; the version line ``3 5``; ``kmax`` (1/Å);
+    the local ``V(q)`` (eV·Å³) on the uniform grid ``q = 0 .. kmax``; a line ``1000`` (or the
+    ``l`` of a nonlocal block, which is ignored). Convention (DFTpy's recpot reader and writer):
+    ``V(q) = ∫ V(r) exp(-i q·r) d³r`` includes ``-4πZ/q²`` for ``q > 0``, and ``V(0)`` is the
+    finite non-Coulomb part ``4π ∫ r (r V(r) + Z) dr``. The file does not state Z: it is the
+    integer nearest ``-lim q²(V(q) - V(0))/4π`` (see :func:`_recpot_valence`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.recpot`` file.
+    rmax, step : float
+        Real-space table ``r = 0, step, ..., rmax`` (bohr).
+
+    Returns
+    -------
+    TabulatedPseudo
+        ``V(r)`` (Ha) on the table, from :func:`recpot_to_real`.
+
+    Raises
+    ------
+    PseudopotentialError
+        If the file is missing or malformed, or Z cannot be inferred.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PseudopotentialError(f"pseudopotential file {path} does not exist")
+    kmax, values = _recpot_local_block(path)
+    q = np.linspace(0.0, kmax * BOHR, values.size)              # 1/Å -> 1/bohr
+    vq = values / HARTREE / BOHR**3                              # eV·Å³ -> Ha·bohr³
+    z = _recpot_valence(q, vq, path)
+    r = np.arange(0.0, rmax + 0.5 * step, step)
+    v = recpot_to_real(q, vq, z, r)
+    log.debug("read recpot %s: Z=%g kmax=%g/bohr n=%d", path, z, q[-1], q.size)
+    return TabulatedPseudo(symbol=_recpot_symbol(path), z=z, r=r, v=v,
+                           source=str(path), digest=_file_digest(path))
+
+
+def _recpot_symbol(path: Path) -> str:
+    """Element symbol: the file name's leading letters (``Al.lda.recpot``, ``al_pbe.recpot``);
+    recpot headers are free text."""
+    m = re.match(r"[A-Za-z]{1,2}", path.name)
+    sym = m.group(0).capitalize() if m else ""
+    return sym if sym in chemical_symbols else (sym[:1] if sym[:1] in chemical_symbols else "X")
+
+
+_READERS = {".psp8": read_psp8, ".upf": read_upf, ".recpot": read_recpot}
 
 
 def register_reader(suffix: str, reader) -> None:
