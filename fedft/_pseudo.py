@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.interpolate import CubicSpline
+from ase.data import chemical_symbols
+from scipy.interpolate import CubicSpline, make_interp_spline
 from scipy.special import erf
 
 from ._errors import PseudopotentialError
-from ._units import BOHR
+from ._units import BOHR, HARTREE
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +236,318 @@ def read_psp8(path) -> TabulatedPseudo:
                            digest=_file_digest(path))
 
 
-_READERS = {".psp8": read_psp8}
+#: Ry per Ha: UPF tables are in Rydberg.
+_RY_PER_HA = 2.0
+
+
+def _tag_text(text: str, tag: str) -> str | None:
+    """Contents of the first ``<tag ...> ... </tag>`` element (exact tag name), or ``None``."""
+    m = re.search(rf"<{tag}(?:\s[^>]*)?>(.*?)</{tag}\s*>", text, flags=re.S | re.I)
+    return m.group(1) if m else None
+
+
+def _float(word: str, what: str, path: Path) -> float:
+    try:
+        return float(word.strip().replace("D", "E").replace("d", "e"))
+    except (ValueError, AttributeError) as exc:
+        raise PseudopotentialError(f"{path}: {what} {word!r} is not a number") from exc
+
+
+def _upf_v1(text: str, path: Path) -> tuple[str, float, str, str, dict]:
+    """Symbol, Z, radial-mesh text, local-potential text and declared sizes of a UPF v1 file."""
+    header = _tag_text(text, "PP_HEADER")
+    if header is None:
+        raise PseudopotentialError(f"{path}: UPF v1 file without a <PP_HEADER> block")
+    lines = [ln for ln in header.splitlines() if ln.strip()]
+    symbol = z = None
+    sizes = {}
+    for ln in lines:
+        low = ln.strip().lower()
+        if low.endswith("element"):
+            symbol = ln.split()[0]
+        elif low.endswith("z valence"):
+            z = _float(ln.split()[0], "z_valence", path)
+        elif low.endswith("number of points in mesh"):
+            sizes["mesh_size"] = int(_float(ln.split()[0], "mesh size", path))
+        elif ln.split()[0] == "1/r":  # pseudo_type line of a bare Coulomb potential
+            raise PseudopotentialError(f"{path}: bare Coulomb (1/r) UPF files have no finite "
+                                       "local potential and are not supported")
+    if z is None:
+        raise PseudopotentialError(f"{path}: UPF v1 <PP_HEADER> has no line ending in "
+                                   "'Z valence' (z_valence missing)")
+    if symbol is None:
+        raise PseudopotentialError(f"{path}: UPF v1 <PP_HEADER> has no line ending in 'Element'")
+    mesh = _tag_text(_tag_text(text, "PP_MESH") or "", "PP_R")
+    local = _tag_text(text, "PP_LOCAL")
+    return symbol, z, mesh, local, sizes
+
+
+def _upf_v2(text: str, path: Path) -> tuple[str, float, str, str, dict]:
+    """Symbol, Z, radial-mesh text, local-potential text and declared sizes of a UPF v2 file."""
+    # PP_INFO is free text (input files, '&' namelists) and often not valid XML: drop it.
+    body = re.sub(r"<PP_INFO\b.*?</PP_INFO\s*>", "", text, flags=re.S | re.I)
+    try:
+        root = ET.fromstring(body.strip())
+    except ET.ParseError as exc:
+        raise PseudopotentialError(f"{path}: malformed UPF v2 XML ({exc})") from exc
+    header = root.find("PP_HEADER")
+    if header is None:
+        raise PseudopotentialError(f"{path}: UPF v2 file without a <PP_HEADER> element")
+    if "z_valence" not in header.attrib:
+        raise PseudopotentialError(f"{path}: UPF v2 <PP_HEADER> has no z_valence attribute")
+    z = _float(header.attrib["z_valence"], "z_valence", path)
+    symbol = header.attrib.get("element", "").strip()
+    if not symbol:
+        raise PseudopotentialError(f"{path}: UPF v2 <PP_HEADER> has no element attribute")
+    if header.attrib.get("is_coulomb", "F").strip().lower().lstrip(".").startswith("t"):
+        raise PseudopotentialError(f"{path}: bare Coulomb (is_coulomb) UPF files have no finite "
+                                   "local potential and are not supported")
+    r_el, v_el = root.find("PP_MESH/PP_R"), root.find("PP_LOCAL")
+    sizes = {name: int(_float(el.attrib["size"], f"{name} size", path))
+             for name, el in (("PP_R", r_el), ("PP_LOCAL", v_el))
+             if el is not None and "size" in el.attrib}
+    if "mesh_size" in header.attrib:
+        sizes["mesh_size"] = int(_float(header.attrib["mesh_size"], "mesh_size", path))
+    return (symbol, z, None if r_el is None else (r_el.text or ""),
+            None if v_el is None else (v_el.text or ""), sizes)
+
+
+def read_upf(path) -> TabulatedPseudo:
+    """Read the local channel of a Quantum ESPRESSO ``.upf`` file (UPF v1 or v2).
+
+    UPF v1 is recognised by its text ``<PP_HEADER>`` (valence charge on the line ending in
+    ``Z valence``, symbol on the line ending in ``Element``); UPF v2 by its ``<UPF version="2...">``
+    root (``z_valence`` and ``element`` attributes of ``<PP_HEADER>``). The radial mesh
+    ``<PP_MESH><PP_R>`` is in bohr; ``<PP_LOCAL>`` is ``V_loc(r)`` in **Rydberg** and is
+    converted to Hartree (× 1/2).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.upf`` file.
+
+    Returns
+    -------
+    TabulatedPseudo
+        ``r`` (bohr) and ``v`` (Ha) as tabulated in the file.
+
+    Raises
+    ------
+    PseudopotentialError
+        If the file is missing, is not UPF, or a needed piece is missing or malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PseudopotentialError(f"pseudopotential file {path} does not exist")
+    text = path.read_text(errors="replace")
+    if re.search(r"<UPF\b", text, flags=re.I):
+        symbol, z, mesh, local, sizes = _upf_v2(text, path)
+        version = 2
+    elif re.search(r"<PP_HEADER\s*>", text, flags=re.I):
+        symbol, z, mesh, local, sizes = _upf_v1(text, path)
+        version = 1
+    else:
+        raise PseudopotentialError(f"{path}: not a UPF file (neither a <UPF> root nor a "
+                                   "<PP_HEADER> block)")
+    if mesh is None:
+        raise PseudopotentialError(f"{path}: no <PP_MESH><PP_R> radial mesh")
+    if local is None:
+        raise PseudopotentialError(f"{path}: no <PP_LOCAL> local potential")
+    r, v = _numbers(mesh, path), _numbers(local, path)
+    for name, arr in (("PP_R", r), ("PP_LOCAL", v)):
+        if name in sizes and arr.size != sizes[name]:
+            raise PseudopotentialError(f"{path}: truncated table: <{name}> has {arr.size} values,"
+                                       f" its size attribute says {sizes[name]}")
+    if "mesh_size" in sizes and r.size != sizes["mesh_size"]:
+        raise PseudopotentialError(f"{path}: truncated table: the radial mesh <PP_R> has {r.size}"
+                                   f" values, the header's mesh size is {sizes['mesh_size']}")
+    if r.size != v.size:
+        raise PseudopotentialError(f"{path}: truncated table: <PP_LOCAL> has {v.size} values but"
+                                   f" the radial mesh <PP_R> has {r.size}")
+    log.debug("read UPF v%d %s: %s Z=%g mesh=%d", version, path, symbol, z, r.size)
+    return TabulatedPseudo(symbol=symbol.capitalize(), z=z, r=r, v=v / _RY_PER_HA,
+                           source=str(path), digest=_file_digest(path))
+
+
+#: Real-space table a .recpot file is transformed onto: ``r = 0, RECPOT_STEP, ..., RECPOT_RMAX``
+#: (bohr). ``-Z/r`` is assumed beyond ``RECPOT_RMAX``.
+RECPOT_RMAX = 12.0
+RECPOT_STEP = 0.005
+#: The trapezoidal q-sum puts odd images of ``r V_s(r)`` at ``r ± 2πk/dq``. If ``2π/dq < 2 rmax``
+#: they can reach ``r <= rmax``; the file's own q grid is then kept only if
+#: ``|r V_s(r)| < _ALIAS_TOLERANCE`` (Ha·bohr, per unit Z) on ``[2π/dq - rmax, π/dq]`` (where the
+#: images would come from), else ``V_s(q)`` is refined by a quintic spline until
+#: ``2π/dq >= 2 rmax``.
+_ALIAS_TOLERANCE = 1e-11
+#: ``exp(-(qmax·rc/2)²)`` at the end of the q table for the Coulomb split width ``rc``: the
+#: Gaussian tail the transform omits beyond ``qmax`` is below 1e-16 relative.
+_SPLIT_EXPONENT = 37.0
+
+
+def _recpot_local_block(path: Path) -> tuple[float, np.ndarray]:
+    """``kmax`` (1/Å) and the local ``V(q)`` values (eV·Å³) of a CASTEP ``.recpot`` file."""
+    lines = path.read_text(errors="replace").splitlines()
+    end = next((i for i, ln in enumerate(lines) if "END COMMENT" in ln.upper()), None)
+    if end is None:
+        raise PseudopotentialError(f"{path}: no 'END COMMENT' line: not a CASTEP .recpot file")
+    rest = [(i, ln) for i, ln in enumerate(lines[end + 1:], end + 1) if ln.strip()]
+    if len(rest) < 2:
+        raise PseudopotentialError(f"{path}: truncated after 'END COMMENT' (expected the version"
+                                   " line '3 5' and the kmax line)")
+    version = rest[0][1].split()
+    if version[:2] != ["3", "5"]:
+        raise PseudopotentialError(f"{path}: version line is {rest[0][1].strip()!r}, expected "
+                                   "'3 5' (the only recpot layout supported)")
+    kmax = _float(rest[1][1].split()[0], "kmax", path)
+    if not (np.isfinite(kmax) and kmax > 0):
+        raise PseudopotentialError(f"{path}: kmax must be a positive number (1/Å), got {kmax}")
+    values = []
+    for _, ln in rest[2:]:
+        words = ln.split()
+        # The local table ends at a line holding one integer: '1000' (end of the potential) or
+        # the angular momentum that opens a nonlocal block (ignored here).
+        if len(words) == 1 and re.fullmatch(r"[+-]?\d+", words[0]):
+            break
+        values.append(ln)
+    else:
+        raise PseudopotentialError(f"{path}: truncated table: the local V(q) block is not "
+                                   "terminated by a '1000' line")
+    v = _numbers(" ".join(values), path)
+    if v.size < 16:
+        raise PseudopotentialError(f"{path}: the local V(q) table has only {v.size} values")
+    return kmax, v
+
+
+def _recpot_valence(q: np.ndarray, vq: np.ndarray, path: Path) -> float:
+    """Valence charge from ``V(q) = -4πZ/q² + V0 + a q² + ...`` at small q.
+
+    ``q²(V(q) - V(0)) = -4πZ + a q⁴ + O(q⁶)`` at q1 and q2 = 2 q1; Richardson extrapolation
+    removes the ``q⁴`` term. Recpot files do not state Z, so it must be an integer.
+    """
+    f1, f2 = (q[i] ** 2 * (vq[i] - vq[0]) for i in (1, 2))
+    z_est = -(16.0 * f1 - f2) / 15.0 / (4.0 * np.pi)
+    z = float(np.rint(z_est))
+    if not (np.isfinite(z_est) and z > 0 and abs(z_est - z) < 1e-3 * max(z, 1.0)):
+        raise PseudopotentialError(
+            f"{path}: cannot infer the valence charge: V(q) near q=0 gives Z ≈ {z_est:.6g}, not "
+            "a positive integer (is V(q>0) missing the -4πZ/q² Coulomb term?)")
+    return z
+
+
+def recpot_to_real(q: np.ndarray, vq: np.ndarray, z: float, r: np.ndarray) -> np.ndarray:
+    """Radial ``V(r)`` (Ha) from a reciprocal-space local potential.
+
+    Parameters
+    ----------
+    q : (n,) array
+        Uniform grid ``0, dq, ..., qmax`` (1/bohr).
+    vq : (n,) array
+        ``V(q) = ∫ V(r) exp(-i q·r) d³r`` (Ha·bohr³) *including* the Coulomb term ``-4πZ/q²``
+        for ``q > 0``; ``vq[0]`` is the finite non-Coulomb ``q = 0`` limit
+        ``4π ∫ r (r V(r) + Z) dr``.
+    z : float
+        Valence charge (e).
+    r : (m,) array
+        Radii (bohr); ``V_s`` is assumed to vanish beyond ``r.max()``.
+
+    Returns
+    -------
+    (m,) array
+        ``V(r) = V_s(r) - Z erf(r/rc)/r`` with the smooth remainder
+        ``V_s(q) = V(q) + 4πZ exp(-q²rc²/4)/q²`` (``V_s(0) = V(0) - πZrc²``) transformed by
+        ``V_s(r) = (2π²)⁻¹ ∫ q² V_s(q) j0(qr) dq`` and ``rc = 2√37/qmax`` so that the Gaussian
+        left out beyond ``qmax`` is ``exp(-37)`` small.
+
+    Notes
+    -----
+    ``q V_s(q) sin(qr)`` is even in q, so the trapezoidal rule on ``[0, qmax]`` has no
+    endpoint error at 0 and is exact up to aliases (images of ``r V_s(r)`` at ``r ± 2πk/dq``,
+    see ``_ALIAS_TOLERANCE``); the other errors are the file's own truncation at ``qmax`` and,
+    for a coarse file grid whose aliases would matter, the quintic-spline refinement of V_s(q).
+    """
+    qmax = q[-1]
+    rc = 2.0 * np.sqrt(_SPLIT_EXPONENT) / qmax
+    vs = np.empty_like(vq)
+    vs[0] = vq[0] - np.pi * z * rc**2
+    vs[1:] = vq[1:] + 4.0 * np.pi * z * np.exp(-(q[1:] * rc) ** 2 / 4.0) / q[1:] ** 2
+    dq = q[1] - q[0]
+    rmax = max(float(np.max(r)), 1.0)
+    period = 2.0 * np.pi / dq
+    if period < 2.0 * rmax:
+        probe = np.linspace(max(period - rmax, 0.0), period / 2, 64)
+        safe = period > rmax and np.max(np.abs(probe * _trapezoid_j0(q, vs, probe))) < (
+            _ALIAS_TOLERANCE * max(z, 1.0))
+        if not safe:
+            refine = int(np.ceil(2.0 * rmax / period))
+            # V_s is even in q: interpolate on the mirrored grid, quintic spline
+            qq = np.concatenate([-q[:0:-1], q])
+            spline = make_interp_spline(qq, np.concatenate([vs[:0:-1], vs]), k=5)
+            q = np.linspace(0.0, qmax, (q.size - 1) * refine + 1)
+            vs = spline(q)
+    return _trapezoid_j0(q, vs, r) - z * _erf_over_r(r, rc)[0]
+
+
+def _trapezoid_j0(q: np.ndarray, fq: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``(2π²)⁻¹ ∫ q² f(q) j0(qr) dq`` by the trapezoidal rule on the uniform grid ``q``."""
+    w = np.full(q.size, q[1] - q[0])
+    w[-1] *= 0.5
+    wq2f = w * q**2 * fq / (2.0 * np.pi**2)
+    out = np.empty(r.shape)
+    for lo in range(0, r.size, 256):  # chunks keep the (r, q) matrix small
+        out[lo: lo + 256] = np.sinc(np.outer(r[lo: lo + 256], q) / np.pi) @ wq2f
+    return out
+
+
+def read_recpot(path, rmax: float = RECPOT_RMAX, step: float = RECPOT_STEP) -> TabulatedPseudo:
+    """Read the local potential of a CASTEP ``.recpot`` file and transform it to real space.
+
+    Layout: a comment block ending in ``END COMMENT``; the version line ``3 5``; ``kmax`` (1/Å);
+    the local ``V(q)`` (eV·Å³) on the uniform grid ``q = 0 .. kmax``; a line ``1000`` (or the
+    ``l`` of a nonlocal block, which is ignored). Convention (DFTpy's recpot reader and writer):
+    ``V(q) = ∫ V(r) exp(-i q·r) d³r`` includes ``-4πZ/q²`` for ``q > 0``, and ``V(0)`` is the
+    finite non-Coulomb part ``4π ∫ r (r V(r) + Z) dr``. The file does not state Z: it is the
+    integer nearest ``-lim q²(V(q) - V(0))/4π`` (see :func:`_recpot_valence`).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.recpot`` file.
+    rmax, step : float
+        Real-space table ``r = 0, step, ..., rmax`` (bohr).
+
+    Returns
+    -------
+    TabulatedPseudo
+        ``V(r)`` (Ha) on the table, from :func:`recpot_to_real`.
+
+    Raises
+    ------
+    PseudopotentialError
+        If the file is missing or malformed, or Z cannot be inferred.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PseudopotentialError(f"pseudopotential file {path} does not exist")
+    kmax, values = _recpot_local_block(path)
+    q = np.linspace(0.0, kmax * BOHR, values.size)              # 1/Å -> 1/bohr
+    vq = values / HARTREE / BOHR**3                              # eV·Å³ -> Ha·bohr³
+    z = _recpot_valence(q, vq, path)
+    r = np.arange(0.0, rmax + 0.5 * step, step)
+    v = recpot_to_real(q, vq, z, r)
+    log.debug("read recpot %s: Z=%g kmax=%g/bohr n=%d", path, z, q[-1], q.size)
+    return TabulatedPseudo(symbol=_recpot_symbol(path), z=z, r=r, v=v,
+                           source=str(path), digest=_file_digest(path))
+
+
+def _recpot_symbol(path: Path) -> str:
+    """Element symbol: the file name's leading letters (``Al.lda.recpot``, ``al_pbe.recpot``);
+    recpot headers are free text."""
+    m = re.match(r"[A-Za-z]{1,2}", path.name)
+    sym = m.group(0).capitalize() if m else ""
+    return sym if sym in chemical_symbols else (sym[:1] if sym[:1] in chemical_symbols else "X")
+
+
+_READERS = {".psp8": read_psp8, ".upf": read_upf, ".recpot": read_recpot}
 
 
 def register_reader(suffix: str, reader) -> None:
