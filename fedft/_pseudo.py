@@ -134,7 +134,9 @@ class TabulatedPseudo:
             raise PseudopotentialError(f"pseudopotential{where}: valence charge must be > 0")
         object.__setattr__(self, "r", r)
         object.__setattr__(self, "v", v)
-        object.__setattr__(self, "_spline", CubicSpline(r, v))
+        # V is even in r: a table that starts at the origin gets a zero slope there
+        bc = ((1, 0.0), "not-a-knot") if r[0] == 0.0 else "not-a-knot"
+        object.__setattr__(self, "_spline", CubicSpline(r, v, bc_type=bc))
         if abs(v[-1] + self.z / r[-1]) > CORE_TOLERANCE:
             log.warning("pseudopotential%s is not -Z/r at the end of its table (r=%.3g bohr,"
                         " |V+Z/r|=%.2g Ha)", where, r[-1], abs(v[-1] + self.z / r[-1]))
