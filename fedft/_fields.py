@@ -54,7 +54,7 @@ def nodal_fields(gs) -> dict:
         rho_q * eps_xc,
         0.5 * rho_q * vh_q,
         rho_q * (v_local_q + gs.shift_per_electron),
-        gs.ions.spread(gs.ewald.per_atom),
+        gs.ewald_density,
     ], axis=1)
     nodal = mesh.project_to_nodes(dens)
     out = {f"e_{name}": nodal[:, k] for k, name in enumerate(TERMS)}
@@ -68,8 +68,7 @@ def nodal_fields(gs) -> dict:
 
     # potentials at the nodes: the short-range part needs the ions at the node positions
     at_nodes = ion_fields(mesh.dof_positions, W, gs.system.positions, gs.system.cell,
-                          gs.system.species, gs.ions.gauss_tables, gs.ions.short_tables,
-                          gauss_norm=gs.ions.gauss_norm)
+                          gs.system.species, gs.ions.tables, gauss_norm=gs.ions.gauss_norm)
     v_local = at_nodes.v_short + gs.v_long
     out["rho"] = u * u
     out["v_hartree"] = gs.v_hartree.copy()

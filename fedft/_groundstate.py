@@ -22,7 +22,7 @@ from ._errors import MeshTooCoarseError, MissingPseudopotentialError, StructureE
 from ._ewald import EwaldResult, ewald
 from ._functional import Functional
 from ._ions import IonFields, ion_fields
-from ._pseudo import ErfPseudo, gaussian_charge, load_pseudo, short_range
+from ._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, load_pseudo, short_range
 from ._settings import Settings
 from ._solver import MinimiserResult, minimise
 from ._units import BOHR
@@ -148,6 +148,7 @@ class GroundState:
     minimiser: MinimiserResult
     v_long: np.ndarray  # nodal long-range local potential (Ha)
     v_hartree: np.ndarray  # nodal Hartree potential (Ha), tightly solved
+    ewald_density: np.ndarray  # each atom's Ewald energy spread on its Gaussian (Ha/bohr³)
     shift_per_electron: float  # Ha
     components: dict  # Ha
     forces: np.ndarray  # Ha/bohr
@@ -192,10 +193,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
 
     t = time.perf_counter()
     widths = compensation_widths(system, settings)
-    shorts = [short_range(p, s) for p, s in zip(system.pseudos, widths)]
-    gauss = [gaussian_charge(p.z, s) for p, s in zip(system.pseudos, widths)]
-    ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species,
-                      gauss, shorts)
+    tables = [SpeciesTable.build(gaussian_charge(p.z, s), short_range(p, s))
+              for p, s in zip(system.pseudos, widths)]
+    ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species, tables)
     vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
     v_long = -vg
     v_local_q = ions.v_short + disc.B @ v_long
@@ -226,12 +226,14 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
-    forces = ions.forces(rho_q, disc.B @ vh) + ew.forces
+    f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
+    forces = f_ions + ew.forces
     timings["forces"] = time.perf_counter() - t
     log.info("ground state: E=%.10f Ha in %d iterations (%d evaluations)",
              sum(comps[k] for k in ("tf", "vw", "xc", "electrostatic")), result.iterations,
              result.evaluations)
     return GroundState(system=system, settings=settings, kinetic_lambda=float(kinetic_lambda),
                        disc=disc, ions=ions, ewald=ew, functional=functional, minimiser=result,
-                       v_long=v_long, v_hartree=vh, shift_per_electron=shift,
+                       v_long=v_long, v_hartree=vh, ewald_density=ewald_density,
+                       shift_per_electron=shift,
                        components=comps, forces=forces, timings=timings)

@@ -62,8 +62,7 @@ class IonFields:
     points: np.ndarray
     weights: np.ndarray
     species: np.ndarray  # species index per atom
-    gauss_tables: list  # RadialTable per species
-    short_tables: list  # RadialTable per species
+    tables: list  # SpeciesTable per species
     image_pos: np.ndarray
     image_atom: np.ndarray
     cutoff: float
@@ -73,19 +72,27 @@ class IonFields:
     chunk: int = 100_000
 
     def _pairs(self, vectors: bool = False):
-        """Yield (point index, atom index, r, x - R or None) in chunks of points."""
+        """Yield (point index, atom index, values (m, 2|4), x - R or None) in chunks of
+        points; values are [g, V_sr] (and [g', V_sr'] with ``vectors``) of each pair."""
         tree = cKDTree(self.image_pos)
+        single = len(self.tables) == 1
         for start in range(0, self.points.shape[0], self.chunk):
             pts = self.points[start:start + self.chunk]
             sdm = cKDTree(pts).sparse_distance_matrix(tree, self.cutoff, output_type="ndarray")
             qi, img, r = sdm["i"], sdm["j"], sdm["v"]
-            d = pts[qi] - self.image_pos[img] if vectors else None
-            yield qi + start, self.image_atom[img], r, d
-
-    def _by_species(self, atom):
-        sp = self.species[atom]
-        for k in range(len(self.gauss_tables)):
-            yield k, (sp == k) if len(self.gauss_tables) > 1 else slice(None)
+            atom = self.image_atom[img]
+            if single:
+                vals = self.tables[0](r, derivative=vectors)
+            else:
+                sp = self.species[atom]
+                vals = np.zeros((r.size, 4 if vectors else 2))
+                for k, table in enumerate(self.tables):
+                    sel = sp == k
+                    vals[sel] = table(r[sel], derivative=vectors)
+            d = None
+            if vectors:
+                d = (pts[qi] - self.image_pos[img]) / np.where(r > 0, r, 1.0)[:, None]
+            yield qi + start, atom, vals, d
 
     def compute(self) -> "IonFields":
         nq = self.points.shape[0]
@@ -93,69 +100,57 @@ class IonFields:
         self.v_short = np.zeros(nq)
         self.gauss = np.zeros(nq)
         self.gauss_norm = np.zeros(natoms)
-        for qi, atom, r, _ in self._pairs():
-            for k, sel in self._by_species(atom):
-                g = self.gauss_tables[k](r[sel])
-                self.gauss += np.bincount(qi[sel], weights=g, minlength=nq)
-                self.gauss_norm += np.bincount(atom[sel], weights=g * self.weights[qi[sel]],
-                                               minlength=natoms)
-                if not self.short_tables[k].is_zero:
-                    v = self.short_tables[k](r[sel])
-                    self.v_short += np.bincount(qi[sel], weights=v, minlength=nq)
+        short = any(t.has_short_range for t in self.tables)
+        for qi, atom, vals, _ in self._pairs():
+            self.gauss += np.bincount(qi, weights=vals[:, 0], minlength=nq)
+            self.gauss_norm += np.bincount(atom, weights=vals[:, 0] * self.weights[qi],
+                                           minlength=natoms)
+            if short:
+                self.v_short += np.bincount(qi, weights=vals[:, 1], minlength=nq)
         return self
 
-    def forces(self, rho: np.ndarray, v_hartree: np.ndarray) -> np.ndarray:
-        """Hellmann-Feynman forces (Ha/bohr) of the electron-ion energy
-        ``E_ei = Σ_q w_q ρ_q V_sr(x_q) - Σ_q w_q V_H(x_q) Σ_I g_I(x_q)``.
+    def forces_and_spread(self, rho: np.ndarray, v_hartree: np.ndarray,
+                          per_atom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hellmann-Feynman forces of the electron-ion energy and a spread field, in one pass.
+
+        The electron-ion energy is ``Σ_q w_q ρ_q V_sr(x_q) - Σ_q w_q V_H(x_q) Σ_I g_I(x_q)``;
+        its forces are ``F_I = Σ_q [w ρ V_sr'(r) - w V_H g'(r)] (x_q - R_I)/r`` (Ha/bohr).
+        The spread field is ``Σ_I c_I g_I(x)/gauss_norm_I`` for per-atom values ``c``
+        (``per_atom``), which integrates to ``Σ c_I``.
 
         Parameters
         ----------
-        rho : (n_points,) density at the points.
-        v_hartree : (n_points,) Hartree potential at the points.
+        rho, v_hartree : (n_points,) density and Hartree potential at the points.
+        per_atom : (n_atoms,) values to spread.
         """
         natoms = self.species.size
         F = np.zeros((natoms, 3))
+        spread = np.zeros(self.points.shape[0])
         wr = self.weights * rho
         wv = self.weights * v_hartree
-        for qi, atom, r, d in self._pairs(vectors=True):
-            coef = np.zeros(r.size)
-            for k, sel in self._by_species(atom):
-                _, dg = self.gauss_tables[k](r[sel], derivative=True)
-                c = -wv[qi[sel]] * dg
-                if not self.short_tables[k].is_zero:
-                    _, dv = self.short_tables[k](r[sel], derivative=True)
-                    c += wr[qi[sel]] * dv
-                coef[sel] = c
-            # F_I = Σ_q [w ρ V_sr'(r) - w V_H g'(r)] (x_q - R_I)/r
-            vec = d * (coef / np.where(r > 0, r, 1.0))[:, None]
+        scale = per_atom / self.gauss_norm
+        for qi, atom, vals, unit in self._pairs(vectors=True):
+            coef = wr[qi] * vals[:, 3] - wv[qi] * vals[:, 2]
+            vec = unit * coef[:, None]
             for c in range(3):
                 F[:, c] += np.bincount(atom, weights=vec[:, c], minlength=natoms)
-        return F
-
-    def spread(self, per_atom: np.ndarray) -> np.ndarray:
-        """Σ_I c_I g_I(x)/gauss_norm_I at the points: per-atom quantities ``c`` (n_atoms,)
-        spread over each atom's compensation Gaussian so that they integrate to Σ c_I."""
-        out = np.zeros(self.points.shape[0])
-        scale = per_atom / self.gauss_norm
-        for qi, atom, r, _ in self._pairs():
-            for k, sel in self._by_species(atom):
-                g = self.gauss_tables[k](r[sel])
-                out += np.bincount(qi[sel], weights=g * scale[atom[sel]], minlength=out.size)
-        return out
+            spread += np.bincount(qi, weights=vals[:, 0] * scale[atom], minlength=spread.size)
+        return F, spread
 
 
-def ion_fields(points, weights, positions, cell, species, gauss_tables, short_tables,
+def ion_fields(points, weights, positions, cell, species, tables,
                gauss_norm=None) -> IonFields:
     """Build and compute :class:`IonFields` for one geometry (all lengths in bohr).
 
-    ``gauss_norm`` (per atom) may be given to reuse the normalisation of another point set
-    (e.g. the quadrature points when evaluating at the nodes)."""
-    cutoff = max(max(t.cutoff for t in gauss_tables), max(t.cutoff for t in short_tables))
+    ``tables`` holds one :class:`~fedft._pseudo.SpeciesTable` per species. ``gauss_norm``
+    (per atom) may be given to reuse the normalisation of another point set (e.g. the
+    quadrature points when evaluating at the nodes)."""
+    cutoff = max(t.cutoff for t in tables)
     img_pos, img_atom = image_atoms(positions, cell, cutoff)
     log.debug("ion fields: %d image atoms within %.2f bohr", img_pos.shape[0], cutoff)
     fields = IonFields(points=points, weights=weights, species=np.asarray(species),
-                       gauss_tables=list(gauss_tables), short_tables=list(short_tables),
-                       image_pos=img_pos, image_atom=img_atom, cutoff=cutoff).compute()
+                       tables=list(tables), image_pos=img_pos, image_atom=img_atom,
+                       cutoff=cutoff).compute()
     if gauss_norm is not None:
         fields.gauss_norm = gauss_norm
     return fields

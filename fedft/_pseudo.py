@@ -635,6 +635,14 @@ class RadialTable:
     def is_zero(self) -> bool:
         return not np.any(self.values)
 
+    def resampled(self, cutoff: float) -> "RadialTable":
+        """The same table padded with zeros up to a larger ``cutoff`` (same step)."""
+        n = int(np.ceil(cutoff / self.step)) + 2
+        pad = max(n - self.values.size, 0)
+        return RadialTable(cutoff=max(cutoff, self.cutoff), step=self.step,
+                           values=np.pad(self.values, (0, pad)),
+                           derivatives=np.pad(self.derivatives, (0, pad)))
+
     def __call__(self, r, derivative: bool = False):
         """Values (and, with ``derivative``, r-derivatives) at radii ``r`` (bohr)."""
         x = np.minimum(np.asarray(r, dtype=float) * (1.0 / self.step), self.values.size - 1.0)
@@ -646,6 +654,37 @@ class RadialTable:
             return val
         d0 = self.derivatives[i]
         return val, d0 + t * (self.derivatives[i + 1] - d0)
+
+
+@dataclass(frozen=True)
+class SpeciesTable:
+    """The Gaussian compensation charge ``g`` and short-range remainder ``V_sr`` of one species
+    on one radial grid, interpolated together (one index computation and one gather per
+    pair): columns of ``data`` are g, V_sr, g', V_sr'."""
+
+    cutoff: float
+    step: float
+    data: np.ndarray  # (m, 4)
+    has_short_range: bool
+
+    @classmethod
+    def build(cls, gauss: "RadialTable", short: "RadialTable") -> "SpeciesTable":
+        cutoff = max(gauss.cutoff, short.cutoff)
+        g, v = gauss.resampled(cutoff), short.resampled(cutoff)
+        m = min(g.values.size, v.values.size)
+        data = np.stack([g.values[:m], v.values[:m], g.derivatives[:m], v.derivatives[:m]],
+                        axis=1)
+        return cls(cutoff=cutoff, step=gauss.step, data=np.ascontiguousarray(data),
+                   has_short_range=not short.is_zero)
+
+    def __call__(self, r, derivative: bool = False) -> np.ndarray:
+        """(n, 2) [g, V_sr] or, with ``derivative``, (n, 4) [g, V_sr, g', V_sr'] at ``r``."""
+        cols = self.data if derivative else self.data[:, :2]
+        x = np.minimum(np.asarray(r, dtype=float) * (1.0 / self.step), cols.shape[0] - 1.0)
+        i = np.minimum(x.astype(np.intp), cols.shape[0] - 2)
+        t = (x - i)[:, None]
+        lo = cols[i]
+        return lo + t * (cols[i + 1] - lo)
 
 
 def short_range(pseudo, width: float, tolerance: float = 1e-9,
