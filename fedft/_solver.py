@@ -125,6 +125,7 @@ def _line_search(functional, u, s, ev0, slope0, theta, max_eval: int = 10, c: fl
     """
     lo, hi = (0.0, slope0), None  # bracket: derivative < 0 at lo, > 0 at hi
     prev = lo
+    noise = 1e-13 * max(1.0, abs(ev0.energy))  # energies agree to this, not better
     guess = ev0.v_hartree
     best = None
     for k in range(1, max_eval + 1):
@@ -133,7 +134,7 @@ def _line_search(functional, u, s, ev0, slope0, theta, max_eval: int = 10, c: fl
         evt = functional.evaluate(ut, guess)
         guess = evt.v_hartree
         dt = float(evt.gradient @ tangent)
-        decrease = evt.energy <= ev0.energy + 1e-4 * theta * slope0
+        decrease = evt.energy <= ev0.energy + 1e-4 * theta * slope0 + noise
         if decrease and (best is None or abs(dt) < abs(best[5])):
             best = (theta, evt, ut, tangent, k, dt)
         if decrease and abs(dt) <= c * abs(slope0):
