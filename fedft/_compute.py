@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from ase import Atoms
@@ -91,9 +92,15 @@ def compute(atoms: Atoms, pseudopotentials: dict, kinetic_lambda: float,
     lam = check_lambda(kinetic_lambda)
     settings = resolve_settings(preset, **overrides)
     system = prepare_system(atoms, pseudopotentials, settings)
+    t0 = time.perf_counter()
     disc = (cache or DiscretisationCache(size=1)).get(system, settings)
+    t_assembly = time.perf_counter() - t0
     u0 = None
     if initial_guess is not None and initial_guess.mesh.n_dofs == disc.mesh.n_dofs:
         u0 = np.sqrt(np.maximum(initial_guess.fields["rho"], 0.0) * BOHR**3)
     gs = solve_ground_state(system, lam, settings, disc=disc, u0=u0, progress=progress)
-    return build_result(gs, atoms, gauge=gauge)
+    gs.timings["assembly"] = t_assembly
+    t0 = time.perf_counter()
+    result = build_result(gs, atoms, gauge=gauge)
+    result.timings["fields"] = time.perf_counter() - t0
+    return result

@@ -1,0 +1,128 @@
+"""fedft vs DFTpy on fcc Al: wall time and peak memory to reach a target accuracy.
+
+Not a test. For each cell size (4, 32, 108 atoms; erf Al Z = 3, rc = 1 bohr, TF + 1·vW, LDA,
+a = 4.05 Å) it measures, each in its own child process (one process tree, run one after the
+other so both codes see the same machine):
+
+* the converged reference: DFTpy at 1600 eV (converged to ~1e-10 Ha/atom);
+* DFTpy at the coarsest FFT grid whose energy is within the target of the reference;
+* fedft at the coarsest preset spacing whose energy is within the target.
+
+It prints wall time, peak resident memory, DOFs (grid points) per atom, the ratio
+fedft/DFTpy, the exponent of time vs atoms, and fedft's time per stage.
+
+Usage::
+
+    python benchmarks/bench_fedft_vs_dftpy.py [--sizes 4 32 108] [--target 1e-4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+BOHR = 0.52917721067
+HARTREE = 27.211386245988
+
+
+def _atoms(n_atoms: int):
+    from ase.build import bulk
+
+    reps = {4: 1, 32: 2, 108: 3, 256: 4}[n_atoms]
+    return bulk("Al", "fcc", a=4.05, cubic=True).repeat(reps)
+
+
+def _child(kind: str, n_atoms: int, param: float) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    atoms = _atoms(n_atoms)
+    t0 = time.perf_counter()
+    if kind == "dftpy":
+        from dftpy_reference import dftpy_reference
+
+        ref = dftpy_reference(atoms, {"Al": ("erf", 3, 1.0)}, 1.0, ecut_ev=param, tol=1e-9,
+                              forces=True)
+        out = {"energy": ref["energy_per_atom"], "dofs": int(np.prod(ref["nr"]))}
+    else:
+        import fedft
+
+        r = fedft.compute(atoms, {"Al": f"erf:3:{BOHR!r}"}, 1.0, preset="accurate",
+                          spacing=param)
+        out = {"energy": r.energy / HARTREE / n_atoms, "dofs": int(r.mesh.n_dofs),
+               "stages": r.timings}
+    out["time"] = time.perf_counter() - t0
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run(kind: str, n_atoms: int, param: float) -> dict:
+    """Run one measurement in a fresh child process."""
+    cmd = [sys.executable, __file__, "--child", kind, str(n_atoms), repr(param)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{kind} {n_atoms} {param} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def coarsest(kind: str, n_atoms: int, params, reference: float, target: float):
+    """First parameter (coarse to fine) whose error is below ``target``."""
+    last = None
+    for p in params:
+        m = run(kind, n_atoms, p)
+        m["param"] = p
+        m["error"] = m["energy"] - reference
+        last = m
+        print(f"  {kind:6s} N={n_atoms:4d} param={p:<7g} dofs/atom={m['dofs'] / n_atoms:9.0f} "
+              f"err={m['error']:+.2e} time={m['time']:8.2f}s peak={m['peak_mb']:7.0f} MB",
+              flush=True)
+        if abs(m["error"]) < target:
+            return m
+    return last
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 32, 108])
+    parser.add_argument("--target", type=float, default=1e-4, help="Ha/atom")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, n, p = args.child
+        print(json.dumps(_child(kind, int(n), float(p))))
+        return
+    rows = []
+    for n in args.sizes:
+        ref = run("dftpy", n, 1600.0)
+        print(f"N={n}: reference {ref['energy']:.10f} Ha/atom ({ref['time']:.1f} s)")
+        d = coarsest("dftpy", n, [200, 250, 300, 350, 400, 500, 600, 800], ref["energy"],
+                     args.target)
+        f = coarsest("fedft", n, [0.7, 0.6, 0.5, 0.45, 0.4, 0.35], ref["energy"], args.target)
+        rows.append((n, d, f))
+    print(f"\nTarget {args.target:g} Ha/atom")
+    print(f"{'atoms':>5} {'DFTpy s':>9} {'fedft s':>9} {'ratio':>7} {'DFTpy MB':>9} "
+          f"{'fedft MB':>9} {'fedft DOFs/atom':>15} {'fedft err':>10}")
+    for n, d, f in rows:
+        print(f"{n:5d} {d['time']:9.2f} {f['time']:9.2f} {f['time'] / d['time']:7.1f} "
+              f"{d['peak_mb']:9.0f} {f['peak_mb']:9.0f} {f['dofs'] / n:15.0f} "
+              f"{f['error']:+10.2e}")
+    if len(rows) > 1:
+        ns = np.array([r[0] for r in rows], float)
+        for name, idx in (("DFTpy", 1), ("fedft", 2)):
+            t = np.array([r[idx]["time"] for r in rows])
+            print(f"time exponent vs atoms ({name}): {np.polyfit(np.log(ns), np.log(t), 1)[0]:.2f}")
+    print("\nfedft time per stage (s):")
+    for n, _, f in rows:
+        print(f"  N={n}: " + ", ".join(f"{k} {v:.2f}" for k, v in f["stages"].items()))
+
+
+if __name__ == "__main__":
+    main()
