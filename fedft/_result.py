@@ -142,17 +142,13 @@ class Result:
     def write_fields(self, path) -> Path:
         """Write the mesh and every field to ``.xdmf`` or ``.vtu`` for ParaView (the mesh in
         Å, fields in ASE units)."""
-        from meshes import periodic_mesh
-
-        mesh_ang = periodic_mesh(self.mesh.cell * BOHR, self.mesh.divisions,
-                                 order=self.mesh.order, intorder=self.mesh.intorder)
-        data = {k: v for k, v in self.fields.items()}
+        data = dict(self.fields)
         data["weights"] = self.weights
         meta = {"units": {"rho": "e/Angstrom^3", "phi": "V", "energy_density": "eV/Angstrom^3",
                           "length": "Angstrom"}, "gauge": self.gauge,
                 "energy": self.energy, "components": self.components,
                 "kinetic_lambda": self.kinetic_lambda, "code_version": __version__}
-        return write_fields(path, mesh_ang, data, metadata=meta)
+        return write_fields(path, self.mesh, data, metadata=meta, scale=BOHR)
 
 
 def write_json_atomic(path, data: dict) -> Path:

@@ -38,7 +38,7 @@ def _outputs(path: Path) -> list[Path]:
 
 
 def write_fields(path, mesh: PeriodicMesh, fields: dict | None = None,
-                 metadata: dict | None = None) -> Path:
+                 metadata: dict | None = None, scale: float = 1.0) -> Path:
     """Write a periodic mesh and nodal fields for ParaView.
 
     Parameters
@@ -50,6 +50,9 @@ def write_fields(path, mesh: PeriodicMesh, fields: dict | None = None,
         Nodal values on the periodic DOFs.
     metadata : dict, optional
         JSON-serialisable extras (units, gauge, ...) stored in the sidecar.
+    scale : float
+        Factor applied to every length on the way out (e.g. bohr -> Å), so that the file holds
+        the mesh in another unit without building a second mesh.
 
     Returns
     -------
@@ -68,9 +71,9 @@ def write_fields(path, mesh: PeriodicMesh, fields: dict | None = None,
                 f"field {name!r} has {values.shape[0]} values, the mesh has {mesh.n_dofs} DOFs"
             )
         point_data[name] = values[mesh.dof_map]
-    data = meshio.Mesh(mesh.full_dof_positions, [("tetra", mesh.full_nodal_tetrahedra)],
+    data = meshio.Mesh(mesh.full_dof_positions * scale, [("tetra", mesh.full_nodal_tetrahedra)],
                        point_data=point_data)
-    side = {"cell": mesh.cell.tolist(), "divisions": list(mesh.divisions),
+    side = {"cell": (mesh.cell * scale).tolist(), "divisions": list(mesh.divisions),
             "order": mesh.order, "intorder": mesh.intorder, "metadata": metadata or {}}
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
