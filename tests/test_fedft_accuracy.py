@@ -4,7 +4,7 @@ convergence rates, finite differences and exact invariances (issue 2 acceptance)
 import numpy as np
 import pytest
 from ase.build import bulk
-from conftest import BOHR, ERF_AL
+from conftest import BOHR, ERF_AL, GNH_PSP8
 from dftpy_reference import dftpy_reference
 
 import fedft
@@ -92,25 +92,24 @@ def test_forces_equal_finite_differences(al_conventional):
     assert worst < 1e-5
 
 
-def test_forces_match_dftpy_on_rattled_gnh_cell(gnh_psp8):
-    atoms = _gnh_cell()
-    atoms.positions += np.random.default_rng(5).normal(0.0, 0.05, atoms.positions.shape)
-    ref = dftpy_reference(atoms, {"Al": str(gnh_psp8)}, 0.2)
-    r = fedft.compute(atoms, {"Al": gnh_psp8}, 0.2)
-    diff = np.abs(r.forces / FORCE - ref["forces"]).max()
-    print(f"GNH rattled: max |F - F_DFTpy| = {diff:.2e} Ha/bohr "
-          f"(max |F| {np.abs(ref['forces']).max():.2e})")
-    assert diff < 2e-4
-    assert np.abs(r.forces.sum(0) / FORCE).max() < 1e-5
-
-
-def test_forces_match_dftpy_on_rattled_32_atom_erf_cell(al_conventional):
-    atoms = al_conventional.repeat(2)
+def _rattled(kind):
+    if kind == "gnh":  # GNH Al, 4 atoms, 0.05 Å
+        atoms = _gnh_cell()
+        atoms.positions += np.random.default_rng(5).normal(0.0, 0.05, atoms.positions.shape)
+        return atoms, {"Al": str(GNH_PSP8)}, {"Al": GNH_PSP8}, 0.2
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(2)  # erf Al, 32 atoms, 0.1 Å
     atoms.positions += np.random.default_rng(6).normal(0.0, 0.1, atoms.positions.shape)
-    ref = dftpy_reference(atoms, {"Al": ("erf", 3, 1.0)}, 1.0)
-    r = fedft.compute(atoms, {"Al": ERF_AL}, 1.0)
+    return atoms, {"Al": ("erf", 3, 1.0)}, {"Al": ERF_AL}, 1.0
+
+
+@pytest.mark.parametrize("kind", ["gnh", "erf32"])
+def test_forces_match_dftpy_on_rattled_cells(kind, gnh_psp8):
+    atoms, dftpy_pseudo, pseudo, lam = _rattled(kind)
+    ref = dftpy_reference(atoms, dftpy_pseudo, lam)
+    r = fedft.compute(atoms, pseudo, lam)  # default preset
     diff = np.abs(r.forces / FORCE - ref["forces"]).max()
-    print(f"erf 32 atoms: max |F - F_DFTpy| = {diff:.2e} Ha/bohr, energy error "
+    print(f"{kind}: max |F - F_DFTpy| = {diff:.2e} Ha/bohr (max |F| "
+          f"{np.abs(ref['forces']).max():.2e}), energy error "
           f"{_per_atom(r) - ref['energy_per_atom']:.2e} Ha/atom")
     assert diff < 2e-4
     assert np.abs(r.forces.sum(0) / FORCE).max() < 1e-5
