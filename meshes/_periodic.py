@@ -20,8 +20,9 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-from skfem import Basis, BilinearForm, ElementTetP1, ElementTetP2, MeshTet, asm
-from skfem.helpers import dot, grad
+from skfem import Basis, ElementTetP1, ElementTetP2, MeshTet
+from skfem.quadrature import get_quadrature
+from skfem.refdom import RefTet
 
 from ._errors import DegenerateCellError, MeshError
 
@@ -155,11 +156,14 @@ class PeriodicMesh:
     mesh : skfem.MeshTet
         The non-periodic mesh (vertices on all faces of the cell).
     basis : skfem.CellBasis
-        Basis on ``mesh`` (full, non-periodic DOFs).
+        Basis on ``mesh`` (full, non-periodic DOFs), built with a one-point rule: it supplies
+        the DOF numbering and locations only, so that no per-element basis values are stored.
     dof_map : (n_full,) int
         Periodic DOF index of each full DOF.
     dof_frac : (n_dofs, 3) float
         Fractional coordinates in [0, 1) of each periodic DOF.
+    ref_points, ref_weights : (3, n_quad), (n_quad,)
+        The quadrature rule on the reference tetrahedron.
     """
 
     cell: np.ndarray
@@ -170,6 +174,8 @@ class PeriodicMesh:
     basis: Basis
     dof_map: np.ndarray
     dof_frac: np.ndarray
+    ref_points: np.ndarray
+    ref_weights: np.ndarray
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -194,7 +200,7 @@ class PeriodicMesh:
     @property
     def n_quad(self) -> int:
         """Quadrature points per element."""
-        return self.basis.X.shape[1]
+        return self.ref_weights.size
 
     # ------------------------------------------------------------------ DOFs
     @cached_property
@@ -217,20 +223,34 @@ class PeriodicMesh:
 
     # ------------------------------------------------------------------ quadrature
     @cached_property
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Element maps ``x = p0 + A ξ``: p0 (n_elements, 3) and A (n_elements, 3, 3)."""
+        p = self.mesh.p.T
+        t = self.mesh.t.T
+        p0 = p[t[:, 0]]
+        A = np.stack([p[t[:, 1]] - p0, p[t[:, 2]] - p0, p[t[:, 3]] - p0], axis=2)
+        return p0, A
+
+    @cached_property
+    def _abs_det(self) -> np.ndarray:
+        return np.abs(np.linalg.det(self._affine[1]))
+
+    @cached_property
     def quad_weights(self) -> np.ndarray:
         """(n_elements * n_quad,) positive quadrature weights (volume elements)."""
-        return np.ascontiguousarray(np.abs(self.basis.dx).ravel())
+        return np.ascontiguousarray((self._abs_det[:, None] * self.ref_weights[None]).ravel())
 
     @cached_property
     def quad_points(self) -> np.ndarray:
         """(n_elements * n_quad, 3) Cartesian quadrature points."""
-        x = self.basis.mapping.F(self.basis.X)  # (3, n_elements, n_quad)
-        return np.ascontiguousarray(x.reshape(3, -1).T)
+        p0, A = self._affine
+        x = p0[:, None, :] + np.einsum("eij,jq->eqi", A, self.ref_points)
+        return np.ascontiguousarray(x.reshape(-1, 3))
 
     def _reference_basis(self) -> tuple[np.ndarray, np.ndarray]:
         """Reference values (n_local, n_quad) and gradients (n_local, 3, n_quad)."""
         elem = self.basis.elem
-        X = self.basis.X
+        X = self.ref_points
         vals, grads = [], []
         for j in range(elem.doflocs.shape[0]):
             phi, dphi = elem.lbasis(X, j)
@@ -262,7 +282,7 @@ class PeriodicMesh:
     @cached_property
     def _inverse_jacobians(self) -> np.ndarray:
         """(3, 3, n_elements) inverse Jacobians of the affine element maps."""
-        return self.basis.mapping.invDF(self.basis.X[:, :1])[:, :, :, 0]
+        return np.ascontiguousarray(np.linalg.inv(self._affine[1]).transpose(1, 2, 0))
 
     @cached_property
     def _reference_gradients(self) -> np.ndarray:
@@ -276,19 +296,35 @@ class PeriodicMesh:
         return g.reshape(-1, 3)
 
     # ------------------------------------------------------------------ operators
-    def _assemble_periodic(self, form: BilinearForm) -> sp.csr_matrix:
-        P = self.prolongation
-        return (P.T @ asm(form, self.basis) @ P).tocsr()
+    def _assemble(self, element_matrices: np.ndarray) -> sp.csr_matrix:
+        """Periodic matrix from (n_elements, n_local, n_local) element matrices (= ``PᵀAP``)."""
+        edofs = self.element_dofs
+        nl = edofs.shape[1]
+        rows = np.repeat(edofs, nl, axis=1).ravel()
+        cols = np.tile(edofs, (1, nl)).ravel()
+        mat = sp.csr_matrix((element_matrices.ravel(), (rows, cols)),
+                            shape=(self.n_dofs, self.n_dofs))
+        mat.sum_duplicates()
+        return mat
 
     @cached_property
     def stiffness(self) -> sp.csr_matrix:
-        """Periodic stiffness matrix ``K_ij = ∫ ∇φ_i·∇φ_j`` (``Pᵀ K P``)."""
-        return self._assemble_periodic(BilinearForm(lambda u, v, w: dot(grad(u), grad(v))))
+        """Periodic stiffness matrix ``K_ij = ∫ ∇φ_i·∇φ_j``.
+
+        Element matrices come from reference-element integrals contracted with each element's
+        metric ``|det A| A⁻¹A⁻ᵀ`` (exact: the integrand is a polynomial of degree ≤ 2)."""
+        vals, grads = self._reference_basis()
+        ref = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads)
+        Ainv = np.linalg.inv(self._affine[1])
+        metric = np.einsum("eki,eli->ekl", Ainv, Ainv) * self._abs_det[:, None, None]
+        return self._assemble(np.einsum("ekl,klij->eij", metric, ref))
 
     @cached_property
     def mass(self) -> sp.csr_matrix:
-        """Periodic mass matrix ``M_ij = ∫ φ_i φ_j`` (``Pᵀ M P``)."""
-        return self._assemble_periodic(BilinearForm(lambda u, v, w: u * v))
+        """Periodic mass matrix ``M_ij = ∫ φ_i φ_j`` (exact for P1 and P2 with order ≥ 4)."""
+        vals, _ = self._reference_basis()
+        ref = np.einsum("q,iq,jq->ij", self.ref_weights, vals, vals)
+        return self._assemble(self._abs_det[:, None, None] * ref[None])
 
     @cached_property
     def basis_integrals(self) -> np.ndarray:
@@ -338,7 +374,7 @@ class PeriodicMesh:
         hat functions ψ at the reference quadrature points."""
         if self.order == 1:
             return self._reference_basis()
-        X = self.basis.X.T  # (nq, 3) reference coordinates
+        X = self.ref_points.T  # (nq, 3) reference coordinates
         sub = _REF_P2_NODES[_RED_REFINEMENT]  # (8, 4, 3)
         Tinv = np.linalg.inv(np.transpose(sub[:, 1:] - sub[:, :1], (0, 2, 1)))  # (8, 3, 3)
         lam = np.einsum("sij,sqj->sqi", Tinv, X[None] - sub[:, None, 0])
@@ -415,9 +451,6 @@ class PeriodicMesh:
         -------
         (n_dofs,); with :attr:`exact_nodal_weights` it sums to zero exactly (periodic cell).
         """
-        from skfem.quadrature import get_quadrature
-        from skfem.refdom import RefTet
-
         nodes = _REF_VERTICES if self.order == 1 else _REF_P2_NODES
         subs = np.arange(4)[None] if self.order == 1 else _RED_REFINEMENT
         Xs, Ws = get_quadrature(RefTet, intorder)  # (3, p), (p,)
@@ -507,7 +540,8 @@ def periodic_mesh(
         tets = tets[:, [0, 1, 3, 2]]
     mesh = MeshTet(np.ascontiguousarray(points.T), np.ascontiguousarray(tets.T))
     element = ElementTetP1() if order == 1 else ElementTetP2()
-    basis = Basis(mesh, element, intorder=intorder)
+    basis = Basis(mesh, element, intorder=1)  # DOF numbering and locations only
+    ref_points, ref_weights = get_quadrature(RefTet, intorder)
 
     # Identify DOFs on opposite faces: round fractional positions to the DOF lattice.
     nd = np.asarray(divisions) * order
@@ -522,5 +556,6 @@ def periodic_mesh(
     log.debug("periodic mesh: divisions=%s order=%d dofs=%d", divisions, order, unique.size)
     return PeriodicMesh(
         cell=cell, divisions=divisions, order=order, intorder=intorder, mesh=mesh,
-        basis=basis, dof_map=dof_map.ravel(), dof_frac=dof_frac,
+        basis=basis, dof_map=dof_map.ravel(), dof_frac=dof_frac, ref_points=ref_points,
+        ref_weights=ref_weights,
     )

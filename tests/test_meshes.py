@@ -63,11 +63,27 @@ def test_prolongation_adds_rows_of_identified_dofs():
     assert np.abs(mesh.stiffness @ np.ones(mesh.n_dofs)).max() < 1e-12
 
 
-def test_periodic_stiffness_matches_scikit_fem_load_vector_on_full_mesh():
+@pytest.mark.parametrize("order", [1, 2])
+def test_periodic_matrices_equal_scikit_fem_assembly_with_prolongation(order):
+    """Pᵀ A P of scikit-fem's own assembly on the full mesh equals the periodic matrices."""
+    from skfem import BilinearForm, ElementTetP2
+    from skfem.helpers import dot, grad
+
+    mesh = periodic_mesh(TRICLINIC, (3, 4, 3), order=order)
+    basis = Basis(mesh.mesh, ElementTetP1() if order == 1 else ElementTetP2(), intorder=4)
+    P = mesh.prolongation
+    K = P.T @ asm(BilinearForm(lambda u, v, w: dot(grad(u), grad(v))), basis) @ P
+    M = P.T @ asm(BilinearForm(lambda u, v, w: u * v), basis) @ P
+    assert abs(K - mesh.stiffness).max() < 1e-12 * abs(K).max()
+    assert abs(M - mesh.mass).max() < 1e-12 * abs(M).max()
+
+
+def test_periodic_load_vector_matches_scikit_fem_on_full_mesh():
     mesh = periodic_mesh(TRICLINIC, (4, 4, 4), order=1)
     u, minus_lap = _wave(mesh.cell)
+    basis = Basis(mesh.mesh, ElementTetP1(), intorder=mesh.intorder)
     full = asm(LinearForm(lambda v, w: minus_lap(np.stack([w.x[0], w.x[1], w.x[2]], -1)) * v),
-               mesh.basis)
+               basis)
     mine = mesh.interpolation_T @ (mesh.quad_weights * minus_lap(mesh.quad_points))
     assert np.allclose(mesh.prolongation.T @ full, mine, rtol=1e-12, atol=1e-12)
 
