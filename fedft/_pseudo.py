@@ -687,7 +687,7 @@ class SpeciesTable:
         return lo + t * (cols[i + 1] - lo)
 
 
-def short_range(pseudo, width: float, tolerance: float = 1e-9,
+def short_range(pseudo, width: float, tolerance: float = 1e-8,
                 step: float = TABLE_STEP) -> RadialTable:
     """Short-range remainder ``V_sr(r) = V(r) + Z erf(r/s)/r`` (Ha) of ``pseudo`` for a
     compensation Gaussian of ``width`` s (bohr), tabulated up to where it vanishes."""
@@ -703,7 +703,7 @@ def short_range(pseudo, width: float, tolerance: float = 1e-9,
     return RadialTable.from_function(vsr, reach, tolerance, step)
 
 
-def gaussian_charge(z: float, width: float, tolerance: float = 1e-11,
+def gaussian_charge(z: float, width: float, tolerance: float = 1e-9,
                     step: float = TABLE_STEP) -> RadialTable:
     """Gaussian charge ``Z (π s²)^{-3/2} exp(-r²/s²)`` (e/bohr³), cut where a shell of it
     holds less than ``tolerance`` electrons per bohr."""
