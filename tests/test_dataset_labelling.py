@@ -1,0 +1,104 @@
+"""Labelling runs end to end: a structure that does not converge, and crash safety (a run
+SIGKILLed midway, then resumed)."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import write
+
+import fedft
+from fedft import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+PSEUDO_ARGS = ["--pseudo", "Al=erf:3:0.529177", "--kinetic-lambda", "1", "--preset", "fast"]
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_structure_that_does_not_converge_is_recorded(tmp_path, capsys):
+    # with max_iter=7 the perfect one-atom cell converges (5 iterations on the fast preset)
+    # while a strongly rattled four-atom cell needs 9: a real ConvergenceError from the solver
+    good = bulk("Al", "fcc", a=4.05)
+    hard = fedft.rattled(bulk("Al", "fcc", a=4.05, cubic=True), 1, stdev=0.3, seed=3)[0]
+    src = tmp_path / "in.extxyz"
+    write(src, [hard, good])
+    out = tmp_path / "out.h5"
+    args = ["label", str(src), "-o", str(out), "--workers", "2", *PSEUDO_ARGS,
+            "--set", "max_iter=7"]
+    assert cli.main(args) == 3
+    text = capsys.readouterr().out
+    assert "1 computed" in text and "1 failed" in text and "not converged" in text
+    with fedft.Dataset(out) as ds:
+        assert len(ds) == 1 and ds[0].atoms.get_chemical_formula() == "Al"
+        (key, failure), = ds.failures.items()
+        assert failure["error_type"] == "ConvergenceError" and failure["index"] == 0
+        assert "not converged" in failure["reason"]
+        assert ds.settings["max_iter"] == 7
+    assert fedft.check_dataset(out).ok
+    assert cli.main(["dataset", "info", str(out)]) == 0
+    assert "not converged" in capsys.readouterr().out
+    # a rerun retries only the failed structure (and fails again, the file stays valid)
+    summary = fedft.label(src, out)
+    assert (summary.skipped, summary.computed, summary.failed) == (1, 0, 1)
+    assert list(summary.failures) == [key]
+    assert fedft.check_dataset(out).ok
+
+
+def test_sigkill_midway_then_resume(tmp_path):
+    prim = bulk("Al", "fcc", a=4.05)
+    first = fedft.rattled(prim, 1, 0.05, seed=11)
+    rest = fedft.rattled(prim, 3, 0.05, seed=12) + fedft.strained(prim, 2, 0.03, seed=13)
+    out = tmp_path / "out.h5"
+    src = tmp_path / "all.extxyz"
+    write(tmp_path / "first.extxyz", first)
+    write(src, first + rest)
+    assert cli.main(["label", str(tmp_path / "first.extxyz"), "-o", str(out), "--workers",
+                     "1", *PSEUDO_ARGS]) == 0
+    digest = _sha(out)
+
+    shards = tmp_path / "out.h5.shards"
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "fedft.cli", "label", str(src), "-o",
+                             str(out), "--workers", "1"], cwd=tmp_path, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 150
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(list(shards.glob("*.h5"))) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before the kill: {proc.stderr.read()}"
+        assert len(list(shards.glob("*.h5"))) >= 2, "no shards within the time limit"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its worker process
+        proc.wait()
+    done = len(list(shards.glob("*.h5")))
+    assert 2 <= done < len(rest)
+    assert _sha(out) == digest  # the existing file was not touched by the killed run
+    assert fedft.check_dataset(out).ok
+
+    summary = fedft.label(src, out, workers=1)
+    assert summary.skipped == 1
+    assert summary.recovered == done
+    assert summary.computed == len(rest) - done
+    assert summary.failed == 0
+    report = fedft.check_dataset(out)
+    assert report.ok, report.problems
+    with fedft.Dataset(out) as ds:
+        assert len(ds) == 1 + len(rest)
+        assert sorted(ds.keys()) == sorted(set(summary.keys))
+        energies = ds.energies()
+    assert np.all(np.isfinite(energies))
+    assert not shards.exists()
+    assert not list(tmp_path.glob(".out.h5.*"))  # no temporary files left behind
