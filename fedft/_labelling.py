@@ -187,6 +187,18 @@ def label_one(atoms: Atoms, key: str, index: int, config: dict, shards: str) -> 
     return out
 
 
+def _limit_threads(threads: int) -> None:
+    """Pool initializer: at most ``threads`` BLAS/OpenMP threads per worker process, so that
+    N workers do not oversubscribe the cores."""
+    from threadpoolctl import threadpool_limits
+
+    global _LIMITS
+    _LIMITS = threadpool_limits(limits=threads)  # kept alive for the worker's lifetime
+
+
+_LIMITS = None
+
+
 # ------------------------------------------------------------------------------- helpers
 def _check_output(output: Path) -> None:
     parent = output.parent
@@ -364,7 +376,8 @@ def label(structures, output, pseudopotentials: dict | None = None,
         Where tasks run: any executor (a Dask ``Client.get_executor()`` for a cluster).
         Default: a local process pool of ``workers`` processes, shut down at the end.
     workers : int, optional
-        Processes of the default pool (default: the number of CPUs).
+        Processes of the default pool (default: the number of CPUs); each may use
+        ``cpus // workers`` BLAS threads.
     progress : callable(outcome: dict | None, done: int, total: int), optional
         Called in this process once with ``(None, 0, n_tasks)`` before the tasks start, then
         after each task finishes with its outcome (``status`` "ok" or "failed").
@@ -440,7 +453,8 @@ def label(structures, output, pseudopotentials: dict | None = None,
 
         shards = shard_dir(output)
         shards.mkdir(exist_ok=True)
-        for stale in shards.glob(".*.tmp"):  # temporary files of a killed run
+        # temporary files of a killed run (we hold the lock: no other run owns them)
+        for stale in [*shards.glob(".*.tmp"), *output.parent.glob(f".{output.name}.*.merge")]:
             stale.unlink(missing_ok=True)
         ready, tasks = [], []
         for index, key in todo:
@@ -459,9 +473,11 @@ def label(structures, output, pseudopotentials: dict | None = None,
         if own:
             import multiprocessing
 
+            n_workers = min(int(workers or os.cpu_count() or 1), len(tasks))
             executor = cf.ProcessPoolExecutor(
-                max_workers=min(int(workers or os.cpu_count() or 1), len(tasks)),
-                mp_context=multiprocessing.get_context("spawn"))
+                max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_limit_threads,
+                initargs=(max(1, (os.cpu_count() or 1) // n_workers),))
         futures = {}
         if progress is not None:
             progress(None, 0, len(tasks))
