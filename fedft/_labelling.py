@@ -166,10 +166,16 @@ def label_one(atoms: Atoms, key: str, index: int, config: dict, shards: str) -> 
                     f"{p['digest'][:12]}, the run expects {want[:12]}: give every worker the "
                     "same file (an absolute path on a shared file system)")
         path = Path(shards) / f"{key}.h5"
-        with atomic_h5(path) as fh:
-            write_file_attrs(fh, config)
-            write_record(fh.create_group("structures", track_order=True), key, result,
-                         index=index)
+        try:
+            with atomic_h5(path) as fh:
+                write_file_attrs(fh, config)
+                write_record(fh.create_group("structures", track_order=True), key, result,
+                             index=index)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the shard {path} on host {out['host']} ({exc}); the output "
+                "directory must be writable by every worker (a shared file system on a "
+                "cluster)") from exc
         out.update(status="ok", n_dofs=int(result.mesh.n_dofs),
                    iterations=len(result.history) - 1)
     except ConvergenceError as exc:
@@ -494,6 +500,12 @@ def label(structures, output, pseudopotentials: dict | None = None,
                                "error_type": type(exc).__name__,
                                "reason": f"worker failed: {type(exc).__name__}: {exc}",
                                "extra": {}, "seconds": 0.0}
+                if outcome["status"] == "ok" and not (shards / f"{key}.h5").is_file():
+                    outcome.update(
+                        status="failed", error_type="OutputError", extra={},
+                        reason=f"the shard written by host {outcome.get('host')} is not "
+                               f"visible here at {shards / (key + '.h5')}: the output "
+                               "directory must be on a file system shared by all workers")
                 if outcome["status"] == "ok":
                     summary.computed += 1
                     ready.append((index, shards / f"{key}.h5"))

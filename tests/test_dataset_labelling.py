@@ -1,6 +1,7 @@
 """Labelling runs end to end: a structure that does not converge, and crash safety (a run
 SIGKILLed midway, then resumed)."""
 
+import concurrent.futures as cf
 import hashlib
 import os
 import signal
@@ -102,3 +103,33 @@ def test_sigkill_midway_then_resume(tmp_path):
     assert np.all(np.isfinite(energies))
     assert not shards.exists()
     assert not list(tmp_path.glob(".out.h5.*"))  # no temporary files left behind
+
+
+class _UnsharedDiskExecutor(cf.Executor):
+    """Runs each task in this process, then deletes its shard, as if a worker had written it
+    to its own local disk instead of a shared file system."""
+
+    def submit(self, fn, *args, **kwargs):
+        fut = cf.Future()
+        outcome = fn(*args, **kwargs)
+        Path(args[4], f"{outcome['key']}.h5").unlink(missing_ok=True)
+        fut.set_result(outcome)
+        return fut
+
+
+def test_any_executor_and_shards_not_shared(tmp_path):
+    atoms = [bulk("Al", "fcc", a=4.05)]
+    out = tmp_path / "out.h5"
+    summary = fedft.label(atoms, out, {"Al": "erf:3:0.529177"}, 1.0, preset="fast",
+                          executor=_UnsharedDiskExecutor())
+    assert summary.failed == 1 and summary.computed == 0
+    assert "shared" in summary.failures[summary.keys[0]]
+    with fedft.Dataset(out) as ds:
+        assert len(ds) == 0 and ds.failures[summary.keys[0]]["error_type"] == "OutputError"
+    # the same executor protocol, run properly, labels the structure
+    with cf.ThreadPoolExecutor(1) as pool:
+        summary = fedft.label(atoms, out, executor=pool)
+    assert summary.computed == 1 and summary.failed == 0
+    with fedft.Dataset(out) as ds:
+        assert len(ds) == 1 and ds.failures == {}
+    assert fedft.check_dataset(out).ok
