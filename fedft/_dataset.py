@@ -40,6 +40,7 @@ from ase import Atoms
 
 from ._errors import DatasetError
 from ._result import COMPONENTS, Result
+from ._units import BOHR
 from ._version import __version__
 
 log = logging.getLogger(__name__)
@@ -240,8 +241,6 @@ def write_record(parent, key: str, result: Result, index: int = 0, info: dict | 
     m = g.create_group("mesh")
     m["nodes"] = g["points"]  # hard link: the mesh's nodes are the reference points
     m.create_dataset("tetrahedra", data=result.mesh.nodal_tetrahedra)
-    from ._units import BOHR
-
     m.attrs["cell"] = result.mesh.cell * BOHR
     m.attrs["cell_bohr"] = result.mesh.cell
     m.attrs["divisions"] = np.asarray(result.mesh.divisions, dtype=np.int64)
