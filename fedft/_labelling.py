@@ -205,6 +205,18 @@ def _limit_threads(threads: int) -> None:
 _LIMITS = None
 
 
+def _pool_context():
+    """Start method of the default pool: a fork server that has imported fedft once (cheap,
+    clean workers: the server has no threads), else spawn."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["fedft._labelling"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 # ------------------------------------------------------------------------------- helpers
 def _check_output(output: Path) -> None:
     parent = output.parent
@@ -477,11 +489,9 @@ def label(structures, output, pseudopotentials: dict | None = None,
         failures = []
         own = executor is None and tasks
         if own:
-            import multiprocessing
-
             n_workers = min(int(workers or os.cpu_count() or 1), len(tasks))
             executor = cf.ProcessPoolExecutor(
-                max_workers=n_workers, mp_context=multiprocessing.get_context("spawn"),
+                max_workers=n_workers, mp_context=_pool_context(),
                 initializer=_limit_threads,
                 initargs=(max(1, (os.cpu_count() or 1) // n_workers),))
         futures = {}
