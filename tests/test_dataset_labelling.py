@@ -133,3 +133,32 @@ def test_any_executor_and_shards_not_shared(tmp_path):
     with fedft.Dataset(out) as ds:
         assert len(ds) == 1 and ds.failures == {}
     assert fedft.check_dataset(out).ok
+
+
+def test_damaged_shard_is_recomputed_and_a_failed_merge_changes_nothing(tmp_path):
+    from fedft._labelling import _merge, shard_dir
+
+    atoms = [bulk("Al", "fcc", a=4.05)]
+    out = tmp_path / "out.h5"
+    pseudo = {"Al": "erf:3:0.529177"}
+    first = fedft.label(atoms, out, pseudo, 1.0, preset="fast", workers=1)
+    digest = _sha(out)
+    # a merge that fails halfway (an unreadable shard) leaves the output as it was
+    bogus = tmp_path / "bogus.h5"
+    bogus.write_bytes(b"not an hdf5 shard")
+    with fedft.Dataset(out) as ds:
+        config = ds.config
+    with pytest.raises(OSError):
+        _merge(out, config, [(0, bogus)], [], {}, {"note": "test"})
+    assert _sha(out) == digest
+    assert not list(tmp_path.glob(".out.h5.*"))
+    # a damaged shard of a new structure (e.g. a full disk) is recomputed, not merged
+    new = fedft.rattled(atoms[0], 1, 0.05, seed=5)
+    key = fedft.structure_key(new[0], config)
+    shards = shard_dir(out)
+    shards.mkdir()
+    (shards / f"{key}.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    summary = fedft.label(atoms + new, out, workers=1)
+    assert (summary.skipped, summary.recovered, summary.computed) == (1, 0, 1)
+    assert summary.keys == [first.keys[0], key]
+    assert fedft.check_dataset(out).ok and not shards.exists()
