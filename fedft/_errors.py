@@ -27,6 +27,26 @@ class SettingsError(FedftError):
     """An unknown preset or an invalid solver setting."""
 
 
+class StructureFileError(StructureError):
+    """A structure file is missing, unreadable or empty."""
+
+
+class DatasetError(FedftError):
+    """A dataset file is missing, unreadable, not a fedft dataset, or fails its checks."""
+
+
+class DatasetMismatchError(DatasetError):
+    """An existing dataset was labelled with other settings, λ, gauge or pseudopotentials."""
+
+
+class DatasetLockedError(DatasetError):
+    """Another labelling run is writing the same dataset."""
+
+
+class OutputError(FedftError):
+    """An output file or directory cannot be written."""
+
+
 class ConvergenceError(RuntimeError):
     """The ground-state (or Poisson) solve did not reach its tolerance.
 
@@ -43,5 +63,6 @@ class ConvergenceError(RuntimeError):
 
 __all__ = [
     "FedftError", "PseudopotentialError", "MissingPseudopotentialError", "StructureError",
-    "MeshTooCoarseError", "SettingsError", "ConvergenceError", "MeshError",
+    "MeshTooCoarseError", "SettingsError", "ConvergenceError", "MeshError", "StructureFileError",
+    "DatasetError", "DatasetMismatchError", "DatasetLockedError", "OutputError",
 ]
