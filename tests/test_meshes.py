@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from skfem import Basis, ElementTetP1, LinearForm, MeshTet, asm
+from skfem import Basis, ElementTetP1, LinearForm, asm
 
 import meshes
 from meshes import PointLocator, periodic_mesh, read_fields, write_fields
