@@ -25,7 +25,12 @@ the small ``c_{n,e}`` contraction is applied once per point.
 Cutoff. A primitive's contribution to ``G_l`` at distance ``d`` has size exactly
 ``|C1| exp(C2 d^2) sqrt(l! (2l-1)!!) (lambda d)^l``. For each sigma and primitive the cutoff is
 the largest ``d`` at which this reaches ``overlap_threshold`` for some requested order (for order
--1, where ``|B| exp(-beta d^2)`` does); contributions beyond it are dropped.
+-1, where ``|B| exp(-beta d^2)`` does). The direct sums use one cutoff per sigma (and one for
+order -1), the largest over the primitives: all primitives are summed within it and atom images
+beyond it are dropped.
+
+Evaluation and gradients: :mod:`cemt._gmp_direct` (a custom autograd Function whose backward
+recomputes the pair quantities chunk by chunk).
 """
 
 from __future__ import annotations
@@ -164,12 +169,13 @@ class GMPFeaturizer:
     device : str or torch.device, default "cpu"
     chunk_size : int, optional
         Upper bound on reference points per evaluation chunk (default: set by the pair budget).
-    max_pairs_per_chunk : int, default 2**19
-        Point-image candidate pairs evaluated at once (a quarter of it when an autograd graph
-        is built); bounds working memory to a few hundred MB in float64 whatever the number
-        of points.
+    max_pairs_per_chunk : int, default 2**17
+        Point-image candidate pairs evaluated at once per worker thread (half of it when
+        gradients are needed: the hand-written backward recomputes a chunk's pair quantities);
+        bounds working memory to about a hundred MB per thread in float64 whatever the number
+        of points. Chunks are spread over ``torch.get_num_threads()`` threads.
     block_size : float, optional
-        Side of the cubes used to bin points for the neighbour search, Å (default: 1/8 of the
+        Side of the cubes used to bin points for the neighbour search, Å (default: 1/12 of the
         largest cutoff, clipped to 0.5 .. 3 Å).
 
     Notes
@@ -182,7 +188,7 @@ class GMPFeaturizer:
     def __init__(self, orders: Sequence[int], sigmas: Sequence[float], pseudodensity,
                  overlap_threshold: float = 1e-8, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", chunk_size: int | None = None,
-                 max_pairs_per_chunk: int = 2**19, block_size: float | None = None) -> None:
+                 max_pairs_per_chunk: int = 2**17, block_size: float | None = None) -> None:
         self.orders = self._check_orders(orders)
         self.sigmas = self._check_sigmas(sigmas, need=any(l >= 0 for l in self.orders))
         if not (isinstance(overlap_threshold, (int, float)) and math.isfinite(overlap_threshold)
@@ -435,7 +441,7 @@ class GMPFeaturizer:
                                        [t.r_dens if -1 in self.orders else -1.0]])
         r_max = max(float(np.max(r)) for r in radii.values())
         r_max = max(r_max, 0.0)
-        block = self.block_size or float(np.clip(r_max / 8.0, 0.5, 3.0))
+        block = self.block_size or float(np.clip(r_max / 12.0, 0.5, 3.0))
 
         img_atom_all, img_shift_all = lattice_images(struct, pos_w_np, r_max)
         per_el = {}
@@ -500,8 +506,8 @@ class GMPFeaturizer:
                 if width_c == 0:
                     per_chunk.append(None)
                     continue
-                cand = torch.as_tensor(plan.candidates[sub_blocks, :width_c], device=self.device)
-                per_chunk.append(_ElementChunk(cand, a_sigma, a_dens))
+                per_chunk.append(_ElementChunk(plan.candidates, sub_blocks, width_c, a_sigma,
+                                               a_dens, self.device))
             chunks.append(_Chunk(int(c0), int(c1), per_chunk))
         engine = DirectEngine(
             self, [(self._tables[Z], per_el[Z][0], per_el[Z][1]) for Z in elements], chunks)

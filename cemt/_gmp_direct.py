@@ -31,6 +31,7 @@ sigma: the largest over the primitives) are applied on ``|d|^2``.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,9 +44,17 @@ __all__ = ["DirectEngine", "DirectSums"]
 
 @dataclass
 class _ElementChunk:
-    cand: torch.Tensor            # (n, A) image indices, -1 padded
+    candidates: np.ndarray        # (n_blocks, max_candidates) image indices of the block plan
+    blocks: np.ndarray            # (n,) block of each point of the chunk
+    width: int                    # candidate columns used by the chunk
     a_sigma: list                 # candidate prefix per sigma (0: sigma never contributes)
     a_dens: int                   # candidate prefix for the density
+    device: torch.device
+
+    @property
+    def cand(self) -> torch.Tensor:
+        """(n, width) image indices, -1 padded (built on use: bounded memory)."""
+        return torch.as_tensor(self.candidates[self.blocks, :self.width], device=self.device)
 
 
 @dataclass
@@ -174,7 +183,7 @@ class DirectEngine:
         """``exp(C2_{s,k} x)`` for the active sigmas, 0 beyond each sigma's cutoff:
         x (n, m), rc2 (S',), c2 (S', K) -> (n, S', K, m)."""
         xs = torch.where(x[:, None, :] <= rc2[None, :, None], x[:, None, :], math.inf)
-        return torch.exp(c2[None, :, :, None] * xs[:, :, None, :])
+        return (c2[None, :, :, None] * xs[:, :, None, :]).exp_()
 
     # ------------------------------------------------------------------ forward
     def forward_chunk(self, imgs: list, pts: torch.Tensor, ch: _Chunk) -> torch.Tensor:
@@ -210,11 +219,11 @@ class DirectEngine:
     def forward(self, pos_w: torch.Tensor, pts: torch.Tensor, contract=None) -> torch.Tensor:
         """Raw sums of all points (or ``contract(raw)`` applied chunk by chunk)."""
         imgs = self.image_xyz(pos_w)
-        outs = []
-        for ch in self.chunks:
+
+        def one(ch):
             raw = self.forward_chunk(imgs, pts[ch.start:ch.stop], ch)
-            outs.append(raw if contract is None else contract(self, raw))
-        return torch.cat(outs, dim=0)
+            return raw if contract is None else contract(self, raw)
+        return torch.cat(_map_chunks(one, self.chunks), dim=0)
 
     # ------------------------------------------------------------------ backward
     def backward_chunk(self, imgs: list, pts: torch.Tensor, ch: _Chunk, g_raw: torch.Tensor,
@@ -228,7 +237,8 @@ class DirectEngine:
             if ec is None:
                 g_imgs.append(None)
                 continue
-            d, d2 = _geometry(img, pts, ec.cand)  # (n, 3, A), (n, A)
+            cand = ec.cand
+            d, d2 = _geometry(img, pts, cand)  # (n, 3, A), (n, A)
             A = d2.shape[1]
             pieces = []  # (lo, hi, dL/dd on those columns (n, 3, m))
             if self.orders_pos:
@@ -276,7 +286,7 @@ class DirectEngine:
                     g_d = g_d + torch.nn.functional.pad(p, (lo, A - hi))
                 else:
                     g_d[:, :, lo:hi] += p
-            idx = ec.cand.clamp(min=0).reshape(-1)
+            idx = cand.clamp(min=0).reshape(-1)
             g_imgs.append(img.new_zeros(img.shape).index_add(
                 0, idx, g_d.transpose(1, 2).reshape(-1, 3)))
             if need_pts:
@@ -290,9 +300,10 @@ class DirectEngine:
         imgs = self.image_xyz(pos_w)
         g_img = [None] * len(self.elements)
         g_pts_parts = []
-        for ch in self.chunks:
-            gi, gp = self.backward_chunk(imgs, pts[ch.start:ch.stop], ch,
-                                         g_raw[ch.start:ch.stop], need_pts)
+        results = _map_chunks(
+            lambda ch: self.backward_chunk(imgs, pts[ch.start:ch.stop], ch,
+                                           g_raw[ch.start:ch.stop], need_pts), self.chunks)
+        for gi, gp in results:
             for k, g in enumerate(gi):
                 if g is not None:
                     g_img[k] = g if g_img[k] is None else g_img[k] + g
@@ -306,6 +317,27 @@ class DirectEngine:
                     g_pos = g_pos.index_add(0, ia, g)
         g_pts = torch.cat(g_pts_parts, dim=0) if need_pts else None
         return g_pos, g_pts
+
+
+def _map_chunks(fn, chunks) -> list:
+    """``[fn(c) for c in chunks]``, spread over ``torch.get_num_threads()`` worker threads that
+    each run single-threaded torch ops.
+
+    The chunks are many small tensor operations; intra-op parallelism on them costs a thread
+    synchronisation per operation, which on a busy machine (a descheduled worker) dominates.
+    Whole chunks per thread avoid that. The intra-op thread count is set to 1 for the duration
+    of the call and restored afterwards. When autograd records (double backward) the chunks
+    run in order on the calling thread.
+    """
+    n_threads = torch.get_num_threads()
+    if n_threads <= 1 or len(chunks) <= 1 or torch.is_grad_enabled():
+        return [fn(c) for c in chunks]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(n_threads, len(chunks))) as pool:
+            return list(pool.map(fn, chunks))
+    finally:
+        torch.set_num_threads(n_threads)
 
 
 def _geometry(img: torch.Tensor, pts: torch.Tensor, cand: torch.Tensor):
