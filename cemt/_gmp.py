@@ -25,7 +25,12 @@ the small ``c_{n,e}`` contraction is applied once per point.
 Cutoff. A primitive's contribution to ``G_l`` at distance ``d`` has size exactly
 ``|C1| exp(C2 d^2) sqrt(l! (2l-1)!!) (lambda d)^l``. For each sigma and primitive the cutoff is
 the largest ``d`` at which this reaches ``overlap_threshold`` for some requested order (for order
--1, where ``|B| exp(-beta d^2)`` does); contributions beyond it are dropped.
+-1, where ``|B| exp(-beta d^2)`` does). The direct sums use one cutoff per sigma (and one for
+order -1), the largest over the primitives: all primitives are summed within it and atom images
+beyond it are dropped.
+
+Evaluation and gradients: :mod:`cemt._gmp_direct` (a custom autograd Function whose backward
+recomputes the pair quantities chunk by chunk).
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from torch.utils.checkpoint import checkpoint
 
 from ._errors import FeatureSettingsError, StructureError
 from ._harmonics import maxwell_table
 from ._neighbors import (BlockPlan, Structure, bond_pairs, check_points, check_structure,
                          lattice_images, make_block_plan)
+from ._gmp_direct import DirectEngine, DirectSums, _Chunk, _ElementChunk
 from ._gmp_fft import fft_grid_features
 from ._pseudodensity import PseudodensitySet, read_gpsp
 
@@ -136,6 +141,12 @@ class _ElementTables:
         self.B = torch.tensor(B, **opts)
         self.beta = torch.tensor(beta, **opts)
         self.rc2_dens = torch.as_tensor(np.where(rc_dens >= 0, rc_dens**2, -1.0), **opts)
+        # direct path: one cutoff per sigma (largest over the primitives), all primitives
+        # summed within it; transposed weight tables for (n_lo, K) @ (n, K, a) products
+        self.rc2_sigma = [float(r * r) if r >= 0 else -1.0 for r in self.r_sigma]
+        self.rc2_dens_max = float(self.r_dens**2) if self.r_dens >= 0 else -1.0
+        self.wT = self.weights.transpose(1, 2).contiguous()  # (S, n_lo, K)
+        self.wpT = (self.weights * self.c2[:, :, None]).transpose(1, 2).contiguous()
 
 
 class GMPFeaturizer:
@@ -158,12 +169,13 @@ class GMPFeaturizer:
     device : str or torch.device, default "cpu"
     chunk_size : int, optional
         Upper bound on reference points per evaluation chunk (default: set by the pair budget).
-    max_pairs_per_chunk : int, default 2**19
-        Point-image candidate pairs evaluated at once (a quarter of it when an autograd graph
-        is built); bounds working memory to a few hundred MB in float64 whatever the number
-        of points.
+    max_pairs_per_chunk : int, default 2**17
+        Point-image candidate pairs evaluated at once per worker thread (half of it when
+        gradients are needed: the hand-written backward recomputes a chunk's pair quantities);
+        bounds working memory to about a hundred MB per thread in float64 whatever the number
+        of points. Chunks are spread over ``torch.get_num_threads()`` threads.
     block_size : float, optional
-        Side of the cubes used to bin points for the neighbour search, Å (default: 1/8 of the
+        Side of the cubes used to bin points for the neighbour search, Å (default: 1/12 of the
         largest cutoff, clipped to 0.5 .. 3 Å).
 
     Notes
@@ -176,7 +188,7 @@ class GMPFeaturizer:
     def __init__(self, orders: Sequence[int], sigmas: Sequence[float], pseudodensity,
                  overlap_threshold: float = 1e-8, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", chunk_size: int | None = None,
-                 max_pairs_per_chunk: int = 2**19, block_size: float | None = None) -> None:
+                 max_pairs_per_chunk: int = 2**17, block_size: float | None = None) -> None:
         self.orders = self._check_orders(orders)
         self.sigmas = self._check_sigmas(sigmas, need=any(l >= 0 for l in self.orders))
         if not (isinstance(overlap_threshold, (int, float)) and math.isfinite(overlap_threshold)
@@ -429,7 +441,7 @@ class GMPFeaturizer:
                                        [t.r_dens if -1 in self.orders else -1.0]])
         r_max = max(float(np.max(r)) for r in radii.values())
         r_max = max(r_max, 0.0)
-        block = self.block_size or float(np.clip(r_max / 8.0, 0.5, 3.0))
+        block = self.block_size or float(np.clip(r_max / 12.0, 0.5, 3.0))
 
         img_atom_all, img_shift_all = lattice_images(struct, pos_w_np, r_max)
         per_el = {}
@@ -455,113 +467,72 @@ class GMPFeaturizer:
             plan = per_el[Z][2]
             width += plan.prefix[blocks_sorted[starts]].max(axis=1) if plan.prefix.size else 0
         need_grad = torch.is_grad_enabled() and (pos.requires_grad or pts.requires_grad)
-        # autograd keeps a chunk's intermediates until its backward: smaller chunks then
-        budget = self.max_pairs_per_chunk // (4 if need_grad else 1)
+        # the backward recomputes a chunk's pair quantities (about twice the forward's
+        # working memory): smaller chunks then
+        budget = self.max_pairs_per_chunk // (2 if need_grad else 1)
         cap = self.chunk_size or n_pts
         pieces = []  # whole blocks, or parts of a block that alone exceeds the budget
         for b0, b1, w in zip(starts, ends, width):
             w = max(int(w), 1)
             step = max(1, min(cap, budget // w))
             pieces.extend((s0, min(int(b1), s0 + step), w) for s0 in range(int(b0), int(b1), step))
-        chunks = []
+        bounds_c = []
         cur_start, cur_w = pieces[0][0], pieces[0][2]
         for s0, s1, w in pieces[1:]:
             new_w = max(cur_w, w)
             if (s1 - cur_start) * new_w > budget or s1 - cur_start > cap:
-                chunks.append((cur_start, s0))
+                bounds_c.append((cur_start, s0))
                 cur_start, cur_w = s0, w
             else:
                 cur_w = new_w
-        chunks.append((cur_start, n_pts))
+        bounds_c.append((cur_start, n_pts))
 
-        outs = []
-        for c0, c1 in chunks:
-            idx = torch.as_tensor(order[c0:c1], device=self.device)
+        S = len(self.sigmas)
+        chunks = []
+        for c0, c1 in bounds_c:
             sub_blocks = blocks_sorted[c0:c1]
-            if need_grad and len(chunks) > 1:
-                out = checkpoint(self._eval_chunk, pos_w, pts_w[idx], sub_blocks, per_el,
-                                 use_reentrant=False)
-            else:
-                out = self._eval_chunk(pos_w, pts_w[idx], sub_blocks, per_el)
-            outs.append(out)
-        feats = torch.cat(outs, dim=0)
+            per_chunk = []
+            for Z in elements:
+                t = self._tables[Z]
+                plan = per_el[Z][2]
+                if plan.candidates.shape[1] == 0:
+                    per_chunk.append(None)
+                    continue
+                prefix = plan.prefix[sub_blocks].max(axis=0)  # (n_radii,)
+                a_sigma = [int(prefix[s]) if (self._orders_pos and t.r_sigma[s] >= 0) else 0
+                           for s in range(S)]
+                a_dens = int(prefix[-1]) if (-1 in self.orders and t.r_dens >= 0) else 0
+                width_c = max(a_sigma + [a_dens])
+                if width_c == 0:
+                    per_chunk.append(None)
+                    continue
+                per_chunk.append(_ElementChunk(plan.candidates, sub_blocks, width_c, a_sigma,
+                                               a_dens, self.device))
+            chunks.append(_Chunk(int(c0), int(c1), per_chunk))
+        engine = DirectEngine(
+            self, [(self._tables[Z], per_el[Z][0], per_el[Z][1]) for Z in elements], chunks)
+        idx = torch.as_tensor(order, device=self.device)
+        pts_sorted = pts_w[idx]
+        if need_grad:
+            raw = DirectSums.apply(engine, pos_w, pts_sorted)
+            feats = self._contract(engine, raw)
+        else:
+            with torch.no_grad():
+                feats = engine.forward(pos_w, pts_sorted, contract=self._contract)
         inverse = torch.as_tensor(np.argsort(order, kind="stable"), device=self.device)
         logger.debug("GMP: %d points, %d chunks, r_max %.2f Å, block %.2f Å", n_pts,
                      len(chunks), r_max, block)
         return feats[inverse]
 
-    def _eval_chunk(self, pos_w: torch.Tensor, pts: torch.Tensor, blocks: np.ndarray,
-                    per_el: dict) -> torch.Tensor:
-        n = pts.shape[0]
-        S = len(self.sigmas)
-        zero = pts.new_zeros(())
-        sums = {l: zero for l in self._orders_pos}
-        rho = zero
-        for Z, (img_atom, img_cart, plan) in per_el.items():
-            if plan.candidates.shape[1] == 0:
-                continue
-            prefix = plan.prefix[blocks]  # (n, n_radii)
-            m_max = int(prefix.max())
-            if m_max == 0:
-                continue
-            cand = torch.as_tensor(plan.candidates[blocks, :m_max], device=self.device)
-            valid = cand >= 0
-            img_xyz = pos_w[img_atom] + img_cart
-            d = img_xyz[cand.clamp(min=0)] - pts[:, None, :]  # (n, M, 3), d = R_a - R
-            d = torch.where(valid[..., None], d, torch.zeros_like(d))
-            d2 = torch.where(valid, (d * d).sum(-1), torch.full_like(d[..., 0], math.inf))
-            t = self._tables[Z]
-            if self._orders_pos:
-                n_lo = len(self._orders_pos)
-                # radial weights w_l(|d|^2) per sigma on each sigma's candidate prefix,
-                # zero beyond it: buffer (n_lo, n, S, M)
-                wbuf = d2.new_zeros((n_lo, n, S, m_max))
-                for s in range(S):
-                    ms = int(prefix[:, s].max())
-                    if ms == 0:
-                        continue
-                    x = d2[:, :ms, None]
-                    e = torch.where(x <= t.rc2[s], torch.exp(x * t.c2[s]), zero)  # (n, ms, K)
-                    wbuf[:, :, s, :ms] = (e @ t.weights[s]).permute(2, 0, 1)
-                mono = self._monomials(d)
-                for li, l in enumerate(self._orders_pos):
-                    sums[l] = sums[l] + torch.bmm(wbuf[li], mono[l])  # (n, S, n_l)
-            if -1 in self.orders:
-                md = int(prefix[:, -1].max())
-                if md:
-                    x = d2[:, :md, None]
-                    e = torch.where(x <= t.rc2_dens, t.B * torch.exp(-x * t.beta), zero)
-                    rho = rho + e.sum(dim=(1, 2))
-        cols = []
-        if -1 in self.orders:
-            cols.append(rho.expand(n)[:, None] if rho.dim() == 0 else rho[:, None])
+    def _contract(self, engine: DirectEngine, raw: torch.Tensor) -> torch.Tensor:
+        """Features from the raw sums: ``G_l = sqrt(sum_n w_n (sum_e c_ne M_e)^2)``."""
+        rho, sums = engine.split(raw)
+        cols = [rho[:, None]] if rho is not None else []
         for l in self._orders_pos:
             _, coeffs, weights = self._harm[l]
-            m_l = sums[l].expand(n, S, coeffs.shape[0])  # (n, S, n_l)
-            mu = m_l @ coeffs.T
+            mu = sums[l] @ coeffs.T  # (n, S, n_l)
             cols.append(_safe_sqrt((mu * mu) @ weights))
         return torch.cat(cols, dim=1)
-
-    def _monomials(self, d: torch.Tensor) -> dict:
-        """Monomials d^e of each requested degree: {l: (n, M, n_l)}."""
-        lmax = max(self._orders_pos)
-        x, y, z = d.unbind(-1)
-        px, py, pz = [torch.ones_like(x)], [torch.ones_like(x)], [torch.ones_like(x)]
-        for _ in range(lmax):
-            px.append(px[-1] * x)
-            py.append(py[-1] * y)
-            pz.append(pz[-1] * z)
-        out = {}
-        for l in self._orders_pos:
-            cols = []
-            for a, b, c in self._harm_np[l]:
-                term = px[a] if a else None
-                for p_list, k in ((py, b), (pz, c)):
-                    if k:
-                        term = p_list[k] if term is None else term * p_list[k]
-                cols.append(px[0] if term is None else term)
-            out[l] = torch.stack(cols, dim=-1)
-        return out
 
 
 def atom_centred_points(positions: torch.Tensor) -> torch.Tensor:

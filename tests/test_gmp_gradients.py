@@ -106,3 +106,36 @@ def test_zero_norm_feature_has_finite_gradient():
     f = feat.features_torch(pos, atoms.numbers, atoms.cell.array, True)
     g, = torch.autograd.grad(f.sum(), pos)
     assert torch.isfinite(g).all()
+
+
+def _tiny_case():
+    atoms = Atoms("CO", cell=np.diag([3.1, 3.4, 3.7]), pbc=[True, True, False],
+                  positions=[[0.3, 0.2, 0.1], [1.4, 1.9, 0.9]])
+    pts = np.array([[0.9, 0.4, 0.6], [2.2, 2.9, -0.4], [1.5, 1.1, 1.3]])
+    return atoms, pts
+
+
+def test_direct_backward_gradcheck():
+    """The hand-written backward of the direct sums (atoms and moving points) vs numerical
+    derivatives, in float64 on a tiny case with several chunks."""
+    atoms, pts0 = _tiny_case()
+    feat = GMPFeaturizer([-1, 0, 1, 2, 3], [0.4, 0.9, 1.3], GPSP, overlap_threshold=1e-16,
+                         max_pairs_per_chunk=1024, chunk_size=2)
+    pos = torch.tensor(atoms.positions, requires_grad=True)
+    pts = torch.tensor(pts0, requires_grad=True)
+
+    def f(p, q):
+        return feat.features_torch(p, atoms.numbers, atoms.cell.array, atoms.pbc, points=q)
+    assert torch.autograd.gradcheck(f, (pos, pts), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_direct_double_backward_gradgradcheck():
+    """create_graph=True through the direct backward (e.g. training on forces)."""
+    atoms, pts0 = _tiny_case()
+    feat = GMPFeaturizer([-1, 0, 2], [0.5, 1.1], GPSP, overlap_threshold=1e-16)
+    pos = torch.tensor(atoms.positions, requires_grad=True)
+    pts = torch.tensor(pts0, requires_grad=True)
+
+    def f(p, q):
+        return feat.features_torch(p, atoms.numbers, atoms.cell.array, atoms.pbc, points=q)
+    assert torch.autograd.gradgradcheck(f, (pos, pts), eps=1e-6, atol=1e-7, rtol=1e-5)
