@@ -75,7 +75,8 @@ def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precond
         z -= ((Mu @ z) / N) * u
         rnorm = float(np.sqrt(max(res @ z, 0.0)))
         de = e_prev - ev.energy
-        entry = {"iteration": it, "energy": ev.energy, "delta_energy": de, "residual": rnorm,
+        entry = {"iteration": it, "energy": ev.energy,
+                 "delta_energy": de if np.isfinite(de) else None, "residual": rnorm,
                  "chemical_potential": mu, "evaluations": n_eval,
                  "poisson_iterations": ev.poisson_iterations,
                  "time": time.perf_counter() - t0}
@@ -111,7 +112,7 @@ def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precond
         u, ev = u_new, ev_new
     raise ConvergenceError(
         f"the ground-state minimisation did not converge in {max_iter} iterations (last energy "
-        f"change {history[-1]['delta_energy']:.2e} Ha, residual {history[-1]['residual']:.2e}); "
+        f"change {e_prev - ev.energy:.2e} Ha, residual {history[-1]['residual']:.2e}); "
         "raise max_iter, loosen the tolerances (a coarser preset) or check the structure",
         history,
     )

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, metavar="PATH", help="write a JSON summary here")
     run.add_argument("--fields", type=Path, metavar="PATH.xdmf",
                      help="write mesh and fields (.xdmf or .vtu) for ParaView")
+    run.add_argument("--set", action="append", type=_setting_arg, default=[],
+                     metavar="NAME=VALUE", help="override a solver setting (e.g. max_iter=100, "
+                                                "spacing=0.5 in bohr); repeatable")
     run.add_argument("--index", default=-1, type=int,
                      help="which image of a multi-image structure file (default: last)")
     _add_label(sub)
@@ -189,12 +192,13 @@ def cmd_run(args) -> int:
 
     def progress(entry):
         bar.update(1)
-        bar.set_postfix_str(f"E={entry['energy'] * HARTREE:.6f} eV "
-                            f"dE={entry['delta_energy'] * HARTREE:.1e} eV")
+        de = entry["delta_energy"]
+        bar.set_postfix_str(f"E={entry['energy'] * HARTREE:.6f} eV"
+                            + (f" dE={de * HARTREE:.1e} eV" if de is not None else ""))
 
     try:
         result = compute(atoms, pseudos, args.kinetic_lambda, preset=args.preset,
-                         gauge=args.gauge, progress=progress)
+                         gauge=args.gauge, progress=progress, **dict(args.set))
     except ConvergenceError as exc:
         bar.close()
         print(f"fedft: not converged: {exc}", file=sys.stderr)

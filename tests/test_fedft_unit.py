@@ -323,3 +323,17 @@ def test_cli_help_lists_contract(capsys):
     out = capsys.readouterr().out
     for flag in ("--pseudo", "--kinetic-lambda", "--preset", "--json", "--fields"):
         assert flag in out
+
+
+def test_cli_not_converged_writes_strict_json_and_exits_3(tmp_path, capsys):
+    from ase.io import write
+
+    structure = tmp_path / "al.extxyz"
+    write(structure, bulk("Al", "fcc", a=4.05, cubic=True))
+    out = tmp_path / "out.json"
+    code = main(["run", str(structure), "--pseudo", f"Al={ERF_AL}", "--kinetic-lambda", "1",
+                 "--preset", "fast", "--json", str(out), "--set", "max_iter=2"])
+    assert code == 3
+    assert "not converged" in capsys.readouterr().err
+    data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert data["converged"] is False and len(data["history"]) == 3
