@@ -19,8 +19,11 @@ feature settings with the pseudodensity primitives, data spec), ``scaler`` and `
 All are written atomically.
 
 Data parallel: launched by ``torchrun``, each process takes its share of every batch and the
-network is wrapped in :class:`torch.nn.parallel.DistributedDataParallel` (gloo on CPU, NCCL on
-CUDA). Rank 0 writes the files.
+gradients are averaged over processes with ``all_reduce`` after each backward pass (gloo on
+CPU, NCCL on CUDA). :class:`~torch.nn.parallel.DistributedDataParallel`'s bucketed reducer is
+not used: it expects one forward per backward, while a step here runs the network once per
+structure (and differentiates it for forces), and a process may get no structure in a short
+last batch. Rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -374,11 +377,10 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
-        forward = model
-        if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-            forward = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        params = list(model.network.parameters())
+        if self.distributed:  # same start everywhere
+            for p in params:
+                dist.broadcast(p.data, src=0)
         opt = torch.optim.Adam(model.network.parameters(), lr=tcfg["lr"],
                                weight_decay=tcfg["weight_decay"])
         if tcfg["lr_schedule"] == "plateau":
@@ -417,7 +419,7 @@ class Trainer:
                 loss = sum(p.sum() * 0.0 for p in model.network.parameters())
                 for i in local:
                     terms, _ = structure_loss(model, self.train_set[i], self.labels, lcfg, gen,
-                                              tcfg["points_per_structure"], forward=forward)
+                                              tcfg["points_per_structure"])
                     loss = loss + total_loss(terms, lcfg) * (self.world / len(batch))
                     for t, v in terms.items():
                         sums[t] += float(v.detach())
@@ -426,6 +428,10 @@ class Trainer:
                     raise DataError(f"the loss became {float(loss)} at epoch {epoch}; lower "
                                     "training.lr or check the data")
                 loss.backward()
+                if self.distributed:
+                    for p in params:
+                        dist.all_reduce(p.grad)
+                        p.grad /= self.world
                 opt.step()
             sums_t = torch.tensor([n_seen] + [sums[t] for t in TERMS], dtype=torch.float64)
             if self.distributed:
