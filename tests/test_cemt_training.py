@@ -161,3 +161,27 @@ def test_evaluate_matches_hand_computed_metrics(tmp_path, dataset, capsys):
     assert printed["energy_mae_mev_atom"] == pytest.approx(metrics["energy_mae_mev_atom"])
     assert main(["evaluate", str(tmp_path / "missing.pt"), str(dataset)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_two_process_data_parallel_matches_one_process(tmp_path, dataset):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    losses = {}
+    for n in (1, 2):
+        cfg = _config(tmp_path / f"p{n}", dataset, model={"kind": "atom"},
+                      training={"labels": ["energies", "forces"], "epochs": 2})
+        cfg["data"]["validation_fraction"] = 0.0
+        path = tmp_path / f"c{n}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": str(Path(cemt.__file__).resolve().parent.parent)}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={n}", "-m", "cemt.cli", "train", str(path)]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        assert run.returncode == 0, run.stderr[-2000:]
+        rows = (tmp_path / f"p{n}/out/metrics.jsonl").read_text().splitlines()
+        losses[n] = [json.loads(r)["train_loss"] for r in rows]
+    assert losses[2] == pytest.approx(losses[1], rel=1e-12)
