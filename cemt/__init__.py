@@ -1,11 +1,19 @@
 """Chemical Environment Modeling Theory: models that predict local quantities at reference points
 anywhere (atoms, bonds, mesh nodes), built on Gaussian multipole (GMP) features."""
 
-from ._errors import (CemtError, FeatureSettingsError, GpspFormatError, MissingElementError,
-                      PseudodensityError, StructureError)
+from ._errors import (CemtError, ConfigError, DataError, DataMismatchError, FeatureSettingsError,
+                      GpspFormatError, MissingElementError, ModelFileError, PseudodensityError,
+                      StructureError, UnknownElementError)
 from ._gmp import MAX_ORDER, GMPFeaturizer, atom_centred_points, bond_centred_points
 from ._gmp_fft import grid_points
 from ._scaler import FeatureScaler
+from ._models import (AtomModel, BondModel, CemtModel, GridModel, PointNetwork, build_model,
+                      feature_settings)
+from ._data import (StructureTensors, build_tensors, check_compatible, dataset_spec,
+                    load_records, validate_record)
+from ._config import default_config, default_config_text, load_config, resolve_config
+from ._train import Trainer, load_model, save_model, train
+from ._evaluate import evaluate
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
                              read_gpsp, write_gpsp)
 
@@ -27,4 +35,32 @@ __all__ = [
     "MissingElementError",
     "FeatureSettingsError",
     "StructureError",
+    "ConfigError",
+    "DataError",
+    "DataMismatchError",
+    "UnknownElementError",
+    "ModelFileError",
+    # models, data, training
+    "CemtModel",
+    "GridModel",
+    "AtomModel",
+    "BondModel",
+    "PointNetwork",
+    "build_model",
+    "feature_settings",
+    "StructureTensors",
+    "build_tensors",
+    "check_compatible",
+    "dataset_spec",
+    "load_records",
+    "validate_record",
+    "default_config",
+    "default_config_text",
+    "load_config",
+    "resolve_config",
+    "Trainer",
+    "train",
+    "save_model",
+    "load_model",
+    "evaluate",
 ]

@@ -13,6 +13,11 @@ __all__ = [
     "MissingElementError",
     "FeatureSettingsError",
     "StructureError",
+    "ConfigError",
+    "DataError",
+    "DataMismatchError",
+    "UnknownElementError",
+    "ModelFileError",
 ]
 
 
@@ -41,3 +46,29 @@ class FeatureSettingsError(CemtError):
 
 class StructureError(CemtError):
     """Atoms, cell, periodicity or reference points are invalid (shape, non-finite values...)."""
+
+
+class ConfigError(CemtError):
+    """A training configuration is invalid: an unknown key, a value of the wrong type or out of
+    range, or a combination the chosen model does not support.
+
+    The message names the key by its full dotted path (e.g. ``training.lr``)."""
+
+
+class DataError(CemtError):
+    """Training or evaluation data are unusable: an empty dataset, non-finite values (NaN,
+    inf), non-positive quadrature weights, fields that do not integrate to the energy."""
+
+
+class DataMismatchError(DataError):
+    """A dataset was made with other units, gauge, functional or pseudopotentials than a model
+    expects, or a model/checkpoint was made with other feature settings than the
+    configuration asks for."""
+
+
+class UnknownElementError(CemtError):
+    """A structure contains an element the model never saw in training."""
+
+
+class ModelFileError(CemtError):
+    """A model or checkpoint file is missing, damaged or not a cemt model file."""

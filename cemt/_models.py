@@ -1,0 +1,455 @@
+"""Models that predict local quantities at reference points from their GMP features.
+
+One element-agnostic network maps the standardised GMP features of a reference point to two
+outputs: an energy term and a non-negative electron density. Three models place and weight the
+points differently (Lei & Medford, CEMT; ``BACKGROUND.md`` §5):
+
+* :class:`GridModel`: points are mesh nodes with quadrature weights ``w_i`` (Å³), fixed in
+  space; ``E = Σ_i w_i ε_i`` with ``ε`` an energy density (eV/Å³), and the density head
+  predicts ``ρ`` (e/Å³) at the same points.
+* :class:`AtomModel`: points are the atoms, ``E = Σ_a e_a`` (eV); they move with their atom.
+* :class:`BondModel`: points are midpoints of atom pairs closer than ``bond_cutoff``;
+  ``E = Σ_b f_c(r_b) e_b`` with the smooth cutoff ``f_c(r) = (1 + cos(π r / r_c)) / 2`` so that
+  the energy stays continuous when a bond crosses the cutoff; the points move with both atoms.
+
+Forces ``F = −dE/dR`` follow by automatic differentiation through the featurizer with these
+kinematics (:meth:`CemtModel.energy_forces`). For training, :meth:`CemtModel.structure_tensors`
+computes once per structure the features ``G`` (P, F) and their Jacobian ``∂G/∂R``
+(P, F, n_atoms, 3) by forward-mode differentiation, after which energies and forces of any
+network need only the network itself (:meth:`CemtModel.energy_forces_from_tensors`):
+``F = −Σ_p [w_p (∂ε/∂G)_p · ∂G_p/∂R + ε_p ∂w_p/∂R]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+
+from ._errors import ConfigError, StructureError, UnknownElementError
+from ._gmp import GMPFeaturizer, bond_centred_points
+from ._pseudodensity import read_gpsp
+from ._scaler import FeatureScaler
+
+__all__ = ["PointNetwork", "CemtModel", "GridModel", "AtomModel", "BondModel", "MODEL_KINDS",
+           "build_model", "feature_settings"]
+
+logger = logging.getLogger(__name__)
+
+ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def feature_settings(orders: Sequence[int], sigmas: Sequence[float], pseudodensity,
+                     elements: Sequence[str], overlap_threshold: float = 1e-8) -> dict:
+    """Self-contained featurizer settings to store in a model.
+
+    Parameters
+    ----------
+    orders : sequence of int
+        GMP orders (−1 .. 10).
+    sigmas : sequence of float
+        Probe widths, Å.
+    pseudodensity : str or path-like
+        ``.gpsp`` file; only the primitives of ``elements`` are kept, so that a model file does
+        not depend on the file afterwards.
+    elements : sequence of str
+        Chemical symbols the model is trained on.
+    overlap_threshold : float
+
+    Returns
+    -------
+    dict
+        ``orders``, ``sigmas``, ``overlap_threshold``, ``pseudodensity`` (symbol ->
+        ``{"B": list, "beta": list}``) and ``pseudodensity_source`` (the file name).
+    """
+    pset = read_gpsp(pseudodensity)
+    table = {}
+    for sym in sorted(set(elements)):
+        el = pset[sym]
+        table[sym] = {"B": [float(b) for b in el.B], "beta": [float(b) for b in el.beta]}
+    return {"orders": [int(l) for l in orders], "sigmas": [float(s) for s in sigmas],
+            "overlap_threshold": float(overlap_threshold), "pseudodensity": table,
+            "pseudodensity_source": str(pseudodensity)}
+
+
+class PointNetwork(nn.Module):
+    """Multilayer perceptron from standardised features to two raw outputs per point.
+
+    Parameters
+    ----------
+    n_features : int
+    widths : sequence of int
+        Hidden layer widths (may be empty: a linear model).
+    activation : {"silu", "tanh"}
+    """
+
+    def __init__(self, n_features: int, widths: Sequence[int], activation: str = "silu") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        n_in = n_features
+        for w in widths:
+            layers += [nn.Linear(n_in, int(w)), ACTIVATIONS[activation]()]
+            n_in = int(w)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(n_in, 2)
+        # start close to the output shift: small last layer, zero bias
+        with torch.no_grad():
+            self.head.weight.mul_(0.1)
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, n_features) -> (n, 2): raw energy output, raw density output."""
+        return self.head(self.body(x))
+
+
+class CemtModel(nn.Module):
+    """Base class: the shared network, standardisation, output scaling and differentiation.
+
+    Parameters
+    ----------
+    features : dict
+        Featurizer settings from :func:`feature_settings`.
+    widths : sequence of int, default (64, 64)
+        Hidden layer widths.
+    activation : {"silu", "tanh"}, default "silu"
+    dtype : {"float32", "float64"}, default "float32"
+        Precision of the featurizer and the network.
+    bond_cutoff : float, optional
+        Bond length cutoff, Å (bond model only).
+    data_spec : dict, optional
+        Identity of the data the model is trained on (units, gauge, functional,
+        pseudopotentials), see :func:`cemt._data.dataset_spec`; checked against every dataset.
+
+    Attributes
+    ----------
+    scaler : FeatureScaler
+        Feature standardisation (fitted on training features).
+    energy_shift, energy_scale : torch.Tensor (scalar buffers)
+        Energy output ``= shift + scale · raw`` (eV/Å³ for the grid model, eV per point for the
+        others).
+    density_scale : torch.Tensor (scalar buffer)
+        Density output ``= scale · softplus(raw)``, e/Å³.
+    """
+
+    kind: str = ""
+
+    def __init__(self, features: dict, widths: Sequence[int] = (64, 64),
+                 activation: str = "silu", dtype: str = "float32",
+                 bond_cutoff: float | None = None, data_spec: dict | None = None) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got "
+                              f"{activation!r}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        widths = [int(w) for w in widths]
+        if any(w < 1 for w in widths):
+            raise ConfigError(f"widths must be positive integers, got {widths}")
+        self.settings = {"features": features, "widths": widths, "activation": activation,
+                         "dtype": dtype, "bond_cutoff": bond_cutoff}
+        self.data_spec = data_spec
+        self.torch_dtype = DTYPES[dtype]
+        self.featurizer = GMPFeaturizer(features["orders"], features["sigmas"],
+                                        features["pseudodensity"],
+                                        overlap_threshold=features["overlap_threshold"],
+                                        dtype=self.torch_dtype)
+        self.elements = sorted(self.featurizer.pseudodensity[s].Z
+                               for s in features["pseudodensity"])
+        self.scaler = FeatureScaler()
+        self.network = PointNetwork(self.featurizer.n_features, widths, activation)
+        self.network.to(self.torch_dtype)
+        self.register_buffer("energy_shift", torch.zeros((), dtype=self.torch_dtype))
+        self.register_buffer("energy_scale", torch.ones((), dtype=self.torch_dtype))
+        self.register_buffer("density_scale", torch.ones((), dtype=self.torch_dtype))
+
+    # ------------------------------------------------------------------ configuration
+    @property
+    def config(self) -> dict:
+        """Everything needed to rebuild the model (without weights)."""
+        return {"kind": self.kind, **self.settings, "data_spec": self.data_spec}
+
+    @property
+    def n_features(self) -> int:
+        return self.featurizer.n_features
+
+    def set_normalisation(self, energy_shift: float, energy_scale: float,
+                          density_scale: float) -> None:
+        """Set the output scaling (see the class attributes)."""
+        for name, value in (("energy_scale", energy_scale), ("density_scale", density_scale)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be finite and > 0, got {value!r}")
+        self.energy_shift.fill_(float(energy_shift))
+        self.energy_scale.fill_(float(energy_scale))
+        self.density_scale.fill_(float(density_scale))
+
+    def check_elements(self, numbers) -> None:
+        """Raise :class:`UnknownElementError` for elements the model was not built for."""
+        unknown = sorted(set(int(z) for z in np.asarray(numbers)) - set(self.elements))
+        if unknown:
+            from ase.data import chemical_symbols
+            raise UnknownElementError(
+                f"the structure contains {[chemical_symbols[z] for z in unknown]}, which this "
+                f"model never saw (it knows {[chemical_symbols[z] for z in self.elements]}); "
+                "train a model on data that includes these elements")
+
+    # ------------------------------------------------------------------ network
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point outputs from raw (unstandardised) features.
+
+        Parameters
+        ----------
+        features : torch.Tensor, shape (n, n_features)
+
+        Returns
+        -------
+        energy : torch.Tensor, shape (n,)
+            Energy density (eV/Å³, grid model) or energy per point (eV, atom/bond models).
+        density : torch.Tensor, shape (n,)
+            Electron density, e/Å³, >= 0.
+        """
+        x = self.scaler.transform(features.to(self.torch_dtype))
+        raw = self.network(x)
+        energy = self.energy_shift + self.energy_scale * raw[:, 0]
+        density = self.density_scale * nn.functional.softplus(raw[:, 1])
+        return energy, density
+
+    # ------------------------------------------------------------------ kinematics
+    def points_and_weights(self, positions: torch.Tensor, atoms, points=None, weights=None):
+        """Reference points and their weights as functions of ``positions``.
+
+        Parameters
+        ----------
+        positions : torch.Tensor, shape (n_atoms, 3)
+            Å; may carry an autograd graph or forward-mode tangents.
+        atoms : ase.Atoms
+            Supplies cell and periodicity.
+        points, weights : array_like, optional
+            Fixed points (n, 3) Å and weights (n,) — grid model only.
+
+        Returns
+        -------
+        points : torch.Tensor (n, 3) or numpy array (fixed points)
+        weights : torch.Tensor (n,)
+        """
+        raise NotImplementedError
+
+    def _prepare(self, atoms):
+        if len(atoms) == 0:
+            raise StructureError("the structure has no atoms")
+        self.check_elements(atoms.numbers)
+        pos = torch.as_tensor(np.asarray(atoms.positions, dtype=np.float64),
+                              dtype=self.torch_dtype)
+        return pos, atoms.cell.array, atoms.pbc
+
+    def energy_forces(self, atoms, points=None, weights=None, forces: bool = True):
+        """Energy and forces of one structure by autograd through featurizer and network.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        points, weights : array_like, optional
+            Grid model: reference points (n, 3), Å, and quadrature weights (n,), Å³.
+        forces : bool, default True
+
+        Returns
+        -------
+        energy : float
+            eV.
+        forces : numpy.ndarray, shape (n_atoms, 3), or None
+            eV/Å.
+        """
+        pos, cell, pbc = self._prepare(atoms)
+        with torch.enable_grad():
+            pos = pos.clone().requires_grad_(forces)
+            pts, w = self.points_and_weights(pos, atoms, points, weights)
+            g = self.featurizer.features_torch(pos, atoms.numbers, cell, pbc, points=pts)
+            eps, _ = self(g)
+            energy = (w.to(torch.float64) * eps.to(torch.float64)).sum()
+            f = None
+            if forces:
+                (grad,) = torch.autograd.grad(energy, pos)
+                f = -grad.detach().to(torch.float64).numpy()
+        return float(energy.detach()), f
+
+    def structure_tensors(self, atoms, points=None, weights=None, jacobian: bool = True) -> dict:
+        """Features, weights and their derivatives for training on one structure.
+
+        The Jacobians come from ``3 n_atoms`` forward-mode passes (one per coordinate).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        points, weights : array_like, optional
+            Grid model: fixed reference points (n, 3), Å, and weights (n,), Å³.
+        jacobian : bool, default True
+            Also compute ``∂G/∂R`` and ``∂w/∂R`` (needed for forces).
+
+        Returns
+        -------
+        dict
+            ``features`` (P, F); ``weights`` (P,); ``jacobian`` (P, F, n_atoms·3) or None;
+            ``dweights`` (P, n_atoms·3) or None. Tensors of the model's dtype, no graph.
+        """
+        pos, cell, pbc = self._prepare(atoms)
+        numbers = atoms.numbers
+        with torch.no_grad():
+            pts, w = self.points_and_weights(pos, atoms, points, weights)
+            g = self.featurizer.features_torch(pos, numbers, cell, pbc, points=pts)
+            out = {"features": g.detach(), "weights": w.detach().to(self.torch_dtype),
+                   "jacobian": None, "dweights": None}
+            if not jacobian:
+                return out
+            n3 = 3 * len(atoms)
+            jac = g.new_zeros((g.shape[0], g.shape[1], n3))
+            dw = g.new_zeros((g.shape[0], n3))
+            for k in range(n3):
+                tangent = torch.zeros_like(pos)
+                tangent.view(-1)[k] = 1.0
+                with fwAD.dual_level():
+                    dual = fwAD.make_dual(pos, tangent)
+                    pts_k, w_k = self.points_and_weights(dual, atoms, points, weights)
+                    g_k = self.featurizer.features_torch(dual, numbers, cell, pbc, points=pts_k)
+                    tg = fwAD.unpack_dual(g_k).tangent
+                    tw = fwAD.unpack_dual(w_k).tangent
+                if tg is not None:
+                    jac[:, :, k] = tg
+                if tw is not None:
+                    dw[:, k] = tw
+            out["jacobian"], out["dweights"] = jac, dw
+        return out
+
+    def energy_forces_from_tensors(self, features: torch.Tensor, weights: torch.Tensor,
+                                   jacobian: torch.Tensor | None = None,
+                                   dweights: torch.Tensor | None = None,
+                                   create_graph: bool = False, forward=None):
+        """Energy and forces of one structure from :meth:`structure_tensors`.
+
+        Differentiable with respect to the network parameters (``create_graph=True`` for a
+        force loss).
+
+        Parameters
+        ----------
+        features : (P, F); weights : (P,); jacobian : (P, F, 3N) or None; dweights : (P, 3N)
+        create_graph : bool
+        forward : callable, optional
+            Replaces ``self`` as the point function (e.g. a DistributedDataParallel wrapper).
+
+        Returns
+        -------
+        energy : torch.Tensor, scalar (float64), eV
+        forces : torch.Tensor (N, 3) eV/Å, or None when ``jacobian`` is None
+        eps : torch.Tensor (P,)
+            Energy output per point.
+        density : torch.Tensor (P,)
+        """
+        g = features
+        if jacobian is not None:
+            g = features.detach().clone().requires_grad_(True)
+        with torch.enable_grad() if jacobian is not None else contextlib.nullcontext():
+            eps, rho = (forward or self)(g)
+            energy = (weights.to(torch.float64) * eps.to(torch.float64)).sum()
+            forces = None
+            if jacobian is not None:
+                (wg,) = torch.autograd.grad((weights * eps).sum(), g, create_graph=create_graph)
+                f = torch.einsum("pf,pfk->k", wg, jacobian)
+                if dweights is not None:
+                    f = f + eps @ dweights
+                forces = -f.view(-1, 3)
+        return energy, forces, eps, rho
+
+    def predict_fields(self, atoms, points) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted energy output and density at arbitrary points (no gradients).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        points : array_like, shape (n, 3), Å
+
+        Returns
+        -------
+        energy : numpy.ndarray (n,)
+            Energy density, eV/Å³ (meaningful for the grid model).
+        density : numpy.ndarray (n,)
+            e/Å³.
+        """
+        pos, cell, pbc = self._prepare(atoms)
+        with torch.no_grad():
+            g = self.featurizer.features_torch(pos, atoms.numbers, cell, pbc, points=points)
+            eps, rho = self(g)
+        return eps.to(torch.float64).numpy(), rho.to(torch.float64).numpy()
+
+
+class GridModel(CemtModel):
+    """Grid-centred model: mesh nodes with quadrature weights, fixed in space;
+    ``E = Σ_i w_i ε(G(r_i))`` with ε an energy density (eV/Å³). See :class:`CemtModel`."""
+
+    kind = "grid"
+
+    def points_and_weights(self, positions, atoms, points=None, weights=None):
+        if points is None or weights is None:
+            raise StructureError("the grid model needs reference points (n, 3) Å and their "
+                                 "quadrature weights (n,) Å³, e.g. a dataset record's "
+                                 "points and weights")
+        pts = np.asarray(points, dtype=np.float64)
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float64), dtype=self.torch_dtype)
+        if pts.ndim != 2 or pts.shape[1] != 3 or w.shape != (pts.shape[0],):
+            raise StructureError(f"points must be (n, 3) and weights (n,), got "
+                                 f"{pts.shape} and {tuple(w.shape)}")
+        return pts, w
+
+
+class AtomModel(CemtModel):
+    """Atom-centred model: ``E = Σ_a e(G(R_a))``; points move with their atom."""
+
+    kind = "atom"
+
+    def points_and_weights(self, positions, atoms, points=None, weights=None):
+        return positions, torch.ones(positions.shape[0], dtype=self.torch_dtype)
+
+
+class BondModel(CemtModel):
+    """Bond-centred model: ``E = Σ_b f_c(r_b) e(G(m_b))`` over midpoints ``m_b`` of pairs closer
+    than ``bond_cutoff`` (Å); the points move with both atoms."""
+
+    kind = "bond"
+
+    def __init__(self, features: dict, bond_cutoff: float = 3.0, **kwargs) -> None:
+        if not (isinstance(bond_cutoff, (int, float)) and math.isfinite(bond_cutoff)
+                and bond_cutoff > 0):
+            raise ConfigError(f"bond_cutoff must be a distance > 0 Å, got {bond_cutoff!r}")
+        super().__init__(features, bond_cutoff=float(bond_cutoff), **kwargs)
+
+    def points_and_weights(self, positions, atoms, points=None, weights=None):
+        rc = self.settings["bond_cutoff"]
+        pts, pairs, offsets = bond_centred_points(positions, atoms.cell.array, atoms.pbc, rc)
+        if pts.shape[0] == 0:
+            raise StructureError(f"no atom pairs closer than bond_cutoff = {rc} Å")
+        cell = torch.as_tensor(atoms.cell.array, dtype=positions.dtype)
+        vec = positions[pairs[:, 1]] + offsets @ cell - positions[pairs[:, 0]]
+        r = torch.sqrt((vec * vec).sum(-1))
+        fc = 0.5 * (torch.cos(math.pi * r / rc) + 1.0)
+        return pts, fc
+
+
+MODEL_KINDS = {"grid": GridModel, "atom": AtomModel, "bond": BondModel}
+
+
+def build_model(config: dict) -> CemtModel:
+    """Rebuild a model (untrained weights) from :attr:`CemtModel.config`."""
+    cfg = dict(config)
+    kind = cfg.pop("kind", None)
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"model kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
+    bond_cutoff = cfg.pop("bond_cutoff", None)
+    kwargs = {k: cfg[k] for k in ("widths", "activation", "dtype", "data_spec") if k in cfg}
+    if kind == "bond":
+        return BondModel(cfg["features"], bond_cutoff=3.0 if bond_cutoff is None
+                         else bond_cutoff, **kwargs)
+    return MODEL_KINDS[kind](cfg["features"], **kwargs)

@@ -1,0 +1,106 @@
+"""cemt models: forces are −dE/dR (finite differences, float64), rotate with the structure,
+agree between the autograd path and the cached-Jacobian training path; unknown elements fail."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from conftest import NC_SR_GPSP
+
+import cemt
+
+KINDS = ["grid", "atom", "bond"]
+
+
+@pytest.fixture(scope="module")
+def features():
+    # a tight overlap threshold: the truncation steps of the features stay far below the
+    # finite-difference resolution
+    return cemt.feature_settings([-1, 0, 1, 2], [0.5, 1.0, 1.5], NC_SR_GPSP, ["Al"],
+                                 overlap_threshold=1e-13)
+
+
+def _structure():
+    atoms = bulk("Al", "fcc", a=4.05) * (1, 1, 2)
+    atoms.rattle(0.12, seed=3)
+    return atoms
+
+
+def _model(kind, features, dtype="float64"):
+    torch.manual_seed(1)
+    model = cemt.build_model({"kind": kind, "features": features, "widths": [12, 12],
+                              "activation": "silu", "dtype": dtype, "bond_cutoff": 3.2})
+    # a non-trivial standardisation so that it is part of the differentiated function
+    x = torch.rand(50, model.n_features, dtype=torch.float64) * 0.3
+    model.scaler.fit(x)
+    model.set_normalisation(-4.0, 2.0, 0.2)
+    return model
+
+
+def _grid(atoms, n=150, seed=0):
+    pts = np.random.default_rng(seed).random((n, 3)) @ atoms.cell.array
+    return pts, np.full(n, atoms.get_volume() / n)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forces_equal_minus_energy_gradient(kind, features):
+    model = _model(kind, features)
+    atoms = _structure()
+    pts, w = _grid(atoms) if kind == "grid" else (None, None)
+    _, forces = model.energy_forces(atoms, pts, w)
+    assert np.abs(forces).max() > 1e-4  # a non-trivial check
+    h = 1e-4
+    for i, c in [(0, 0), (1, 2), (1, 1)]:
+        e = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.positions[i, c] += sign * h
+            e.append(model.energy_forces(moved, pts, w, forces=False)[0])
+        fd = -(e[0] - e[1]) / (2 * h)
+        assert forces[i, c] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_path_matches_autograd(kind, features):
+    model = _model(kind, features)
+    atoms = _structure()
+    pts, w = _grid(atoms, n=60) if kind == "grid" else (None, None)
+    energy, forces = model.energy_forces(atoms, pts, w)
+    t = model.structure_tensors(atoms, pts, w)
+    e2, f2, _, _ = model.energy_forces_from_tensors(t["features"], t["weights"], t["jacobian"],
+                                                   t["dweights"])
+    assert float(e2.detach()) == pytest.approx(energy, rel=1e-12)
+    np.testing.assert_allclose(f2.detach().numpy(), forces, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["atom", "bond", "grid"])
+def test_rotating_structure_rotates_forces(kind, features):
+    model = _model(kind, features)
+    atoms = _structure()
+    pts, w = _grid(atoms, n=80) if kind == "grid" else (None, None)
+    e0, f0 = model.energy_forces(atoms, pts, w)
+    rot = atoms.copy()
+    R = np.linalg.qr(np.random.default_rng(5).normal(size=(3, 3)))[0]
+    rot.set_cell(atoms.cell.array @ R.T, scale_atoms=False)
+    rot.positions = atoms.positions @ R.T
+    e1, f1 = model.energy_forces(rot, pts @ R.T if pts is not None else None, w)
+    assert e1 == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(f1, f0 @ R.T, atol=1e-10)
+
+
+def test_density_head_non_negative_and_float32(features):
+    model = _model("grid", features, dtype="float32")
+    atoms = _structure()
+    pts, _ = _grid(atoms, n=40)
+    eps, rho = model.predict_fields(atoms, pts)
+    assert eps.shape == rho.shape == (40,)
+    assert np.all(rho >= 0) and np.all(np.isfinite(eps))
+    assert next(model.network.parameters()).dtype == torch.float32
+
+
+def test_unknown_element_is_rejected(features):
+    model = _model("atom", features)
+    atoms = _structure()
+    atoms.numbers[0] = 12  # Mg: in NC-SR.gpsp, but not in the model
+    with pytest.raises(cemt.UnknownElementError, match="Mg"):
+        model.energy_forces(atoms)
