@@ -16,6 +16,13 @@ from ._train import Trainer, load_model, save_model, train
 from ._evaluate import evaluate
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
                              read_gpsp, write_gpsp)
+from ._free_atom import fedft_pseudodensities, free_atom_density
+
+#: The project's own pseudodensity set (fedft free-atom densities; see
+#: examples/make_pseudodensities.py), usable as ``GMPFeaturizer(..., pseudodensity=FEDFT_GPSP)``.
+from pathlib import Path as _Path
+
+FEDFT_GPSP = _Path(__file__).resolve().parent / "data" / "fedft-erf.gpsp"
 
 __all__ = [
     "GMPFeaturizer",
@@ -29,6 +36,9 @@ __all__ = [
     "read_gpsp",
     "write_gpsp",
     "fit_pseudodensity",
+    "free_atom_density",
+    "fedft_pseudodensities",
+    "FEDFT_GPSP",
     "CemtError",
     "PseudodensityError",
     "GpspFormatError",
