@@ -22,6 +22,7 @@ network need only the network itself (:meth:`CemtModel.energy_forces_from_tensor
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import math
@@ -109,7 +110,7 @@ class PointNetwork(nn.Module):
         return self.head(self.body(x))
 
 
-class CemtModel(nn.Module):
+class CemtModel(nn.Module, abc.ABC):
     """Base class: the shared network, standardisation, output scaling and differentiation.
 
     Parameters
@@ -221,6 +222,7 @@ class CemtModel(nn.Module):
         return energy, density
 
     # ------------------------------------------------------------------ kinematics
+    @abc.abstractmethod
     def points_and_weights(self, positions: torch.Tensor, atoms, points=None, weights=None):
         """Reference points and their weights as functions of ``positions``.
 
@@ -238,7 +240,6 @@ class CemtModel(nn.Module):
         points : torch.Tensor (n, 3) or numpy array (fixed points)
         weights : torch.Tensor (n,)
         """
-        raise NotImplementedError
 
     def _prepare(self, atoms):
         if len(atoms) == 0:

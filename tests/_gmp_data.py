@@ -5,4 +5,5 @@ from pathlib import Path
 import pytest
 
 GPSP = Path(__file__).resolve().parents[2] / "shared" / "data" / "NC-SR.gpsp"
-requires_gpsp = pytest.mark.skipif(not GPSP.exists(), reason=f"reference data {GPSP} not found")
+#: Tests that read the file fail (not skip) when it is missing: CI always has ../shared/data.
+requires_gpsp = pytest.mark.usefixtures("gpsp_file")

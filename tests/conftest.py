@@ -38,6 +38,13 @@ def gnh_psp8():
 
 
 @pytest.fixture
+def gpsp_file():
+    if not NC_SR_GPSP.is_file():
+        pytest.fail(f"reference data {NC_SR_GPSP} missing: the project expects ../shared/data")
+    return NC_SR_GPSP
+
+
+@pytest.fixture
 def al_conventional():
     """fcc Al, 4-atom conventional cell, a = 4.05 Å."""
     return bulk("Al", "fcc", a=4.05, cubic=True)
