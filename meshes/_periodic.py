@@ -402,22 +402,24 @@ class PeriodicMesh:
         return np.bincount(self.nodal_tetrahedra.ravel(), weights=per_vertex,
                            minlength=self.n_dofs)
 
-    @cached_property
+    @property
     def nodal_projection(self) -> sp.csr_matrix:
         """(n_elements*n_quad, n_dofs) values of the nodal hat functions ψ_i (P1 on
-        :attr:`nodal_tetrahedra`) at the quadrature points.
+        :attr:`nodal_tetrahedra`) at the quadrature points (a transposed view of
+        :attr:`nodal_projection_T`, which is what is stored).
 
         ``Σ_i ψ_i = 1`` at every quadrature point, so the nodal field
         ``f_i = Σ_q w_q f(x_q) ψ_i(x_q) / W_i`` integrates with the nodal weights ``W_i`` to the
         quadrature integral of ``f`` exactly (a lumped L² projection).
         """
-        if self.order == 1:
-            return self.interpolation
-        return self._quad_matrix(self._nodal_reference_basis[0])
+        return self.nodal_projection_T.T
 
     @cached_property
     def nodal_projection_T(self) -> sp.csr_matrix:
-        return self.nodal_projection.T.tocsr()
+        """(n_dofs, n_elements*n_quad) transpose of :attr:`nodal_projection`, CSR."""
+        if self.order == 1:
+            return self.interpolation_T
+        return self._quad_matrix(self._nodal_reference_basis[0]).T.tocsr()
 
     def project_to_nodes(self, values_at_quad: np.ndarray) -> np.ndarray:
         """Lumped L² projection of a field given at the quadrature points onto the nodes.
