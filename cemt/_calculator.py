@@ -14,6 +14,11 @@ energy (eV) and forces (eV/Å) of any structure made of the model's elements.
   averages the egg-box ripple out; the energy stays a smooth, deterministic function of the
   atomic positions, and the forces are still exactly ``−dE/dR``. The mesh is cached while the
   cell, ``spacing`` and ``order`` do not change. Grid models need a fully periodic cell.
+  Measured (``tests/test_cemt_calculator.py``, an untrained random-weight grid model whose
+  energy density has a spread of 1 eV/Å³ on fcc Al, probe widths 0.5-1.5 Å): peak-to-peak
+  egg-box 76 meV/atom at the default 0.3 Å (P1), 24 with ``shifts=8``, 5 at 0.15 Å, 0.3 at
+  0.1 Å. The amplitude depends on how sharp the model's field is: measure it for a trained
+  model before choosing ``spacing`` and ``shifts``.
 * **Atom and bond models** need no mesh; ``spacing``, ``order`` and ``shifts`` are ignored.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -29,7 +35,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ._errors import ConfigError, StructureError
 from ._models import CemtModel, GridModel
 
-__all__ = ["CemtCalculator", "DEFAULT_SPACING"]
+__all__ = ["DEFAULT_SPACING", "CemtCalculator"]
 
 #: Default evaluation mesh spacing, Å: the largest sub-cube edge along each lattice vector of the
 #: P1 evaluation mesh (see :func:`meshes.periodic_mesh`).
@@ -86,8 +92,8 @@ class CemtCalculator(Calculator):
     >>> atoms.get_potential_energy(), atoms.get_forces()                    # doctest: +SKIP
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
-    default_parameters = {"spacing": DEFAULT_SPACING, "order": 1, "shifts": 0, "seed": 0}
+    implemented_properties: ClassVar[list] = ["energy", "free_energy", "forces"]
+    default_parameters: ClassVar[dict] = {"spacing": DEFAULT_SPACING, "order": 1, "shifts": 0, "seed": 0}
 
     def __init__(self, model, spacing: float = DEFAULT_SPACING, order: int = 1,
                  shifts: int = 0, seed: int = 0, **kwargs) -> None:

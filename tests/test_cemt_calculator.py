@@ -2,7 +2,6 @@
 forces are −dE/dR, rotate with the structure, the egg-box effect is measured and reduced by
 shift averaging, and bad input fails clearly."""
 
-import meshes
 import numpy as np
 import pytest
 import torch
@@ -11,6 +10,7 @@ from ase.build import bulk
 from conftest import NC_SR_GPSP
 
 import cemt
+import meshes
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,7 @@ def test_mesh_cache_and_parameter_changes(grid_model):
     assert calc._mesh_cache is cache  # same cell: mesh reused
     strained = atoms.copy()
     strained.set_cell(atoms.cell.array * 1.01, scale_atoms=True)
-    p2, w2 = calc.reference_points(strained)
+    _, w2 = calc.reference_points(strained)
     assert w2.sum() == pytest.approx(strained.get_volume())
     atoms.calc = calc
     e1 = atoms.get_potential_energy()
