@@ -14,6 +14,7 @@ from ._data import (StructureTensors, build_tensors, check_compatible, dataset_s
 from ._config import default_config, default_config_text, load_config, resolve_config
 from ._train import Trainer, load_model, save_model, train
 from ._evaluate import evaluate
+from ._calculator import CemtCalculator
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
                              read_gpsp, write_gpsp)
 from ._free_atom import fedft_pseudodensities, free_atom_density
@@ -73,4 +74,5 @@ __all__ = [
     "save_model",
     "load_model",
     "evaluate",
+    "CemtCalculator",
 ]
