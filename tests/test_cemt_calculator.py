@@ -7,6 +7,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk
+from _cemt_helpers import tiny_model as _model
 from conftest import NC_SR_GPSP
 
 import cemt
@@ -18,16 +19,6 @@ def features():
     # tight overlap threshold: feature truncation steps stay below the finite-difference noise
     return cemt.feature_settings([-1, 0, 1, 2], [0.5, 1.0, 1.5], NC_SR_GPSP, ["Al"],
                                  overlap_threshold=1e-13)
-
-
-def _model(kind, features, dtype="float64"):
-    torch.manual_seed(1)
-    model = cemt.build_model({"kind": kind, "features": features, "widths": [12, 12],
-                              "activation": "silu", "dtype": dtype, "bond_cutoff": 3.2})
-    x = torch.rand(50, model.n_features, dtype=torch.float64) * 0.3
-    model.scaler.fit(x)
-    model.set_normalisation(-4.0, 2.0, 0.2)
-    return model
 
 
 @pytest.fixture(scope="module")

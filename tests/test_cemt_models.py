@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk
+from _cemt_helpers import tiny_model as _model
 from conftest import NC_SR_GPSP
 
 import cemt
@@ -24,17 +25,6 @@ def _structure():
     atoms = bulk("Al", "fcc", a=4.05) * (1, 1, 2)
     atoms.rattle(0.12, seed=3)
     return atoms
-
-
-def _model(kind, features, dtype="float64"):
-    torch.manual_seed(1)
-    model = cemt.build_model({"kind": kind, "features": features, "widths": [12, 12],
-                              "activation": "silu", "dtype": dtype, "bond_cutoff": 3.2})
-    # a non-trivial standardisation so that it is part of the differentiated function
-    x = torch.rand(50, model.n_features, dtype=torch.float64) * 0.3
-    model.scaler.fit(x)
-    model.set_normalisation(-4.0, 2.0, 0.2)
-    return model
 
 
 def _grid(atoms, n=150, seed=0):
