@@ -8,6 +8,7 @@ paths are resolved against the directory of the configuration file.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from pathlib import Path
@@ -233,10 +234,8 @@ def resolve_config(user: dict, base_dir: Path | None = None) -> dict:
                 continue
             value = values[key]
             if isinstance(default, float) and isinstance(value, str):
-                try:  # YAML 1.1 reads 1e-3 as a string
+                with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 as a string
                     value = float(value)
-                except ValueError:
-                    pass
             if not check(value):
                 raise ConfigError(f"{prefix}{key} = {value!r} is invalid: {doc}")
             out[key] = value

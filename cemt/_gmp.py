@@ -46,7 +46,7 @@ from scipy.spatial import cKDTree
 
 from ._errors import FeatureSettingsError, StructureError
 from ._harmonics import maxwell_table
-from ._neighbors import (BlockPlan, Structure, bond_pairs, check_points, check_structure,
+from ._neighbors import (Structure, bond_pairs, check_points, check_structure,
                          lattice_images, make_block_plan)
 from ._gmp_direct import DirectEngine, DirectSums, _Chunk, _ElementChunk
 from ._gmp_fft import fft_grid_features

@@ -218,10 +218,10 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     timings["minimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    vh, _ = disc.poisson(disc.load((disc.B @ result.u) ** 2), result.evaluation.v_hartree,
+    rho_q = (disc.B @ result.u) ** 2
+    vh, _ = disc.poisson(disc.load(rho_q), result.evaluation.v_hartree,
                          rtol=1e-13)
     comps = functional.components(result.u, vh)
-    rho_q = (disc.B @ result.u) ** 2
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]

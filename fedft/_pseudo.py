@@ -552,11 +552,6 @@ def _recpot_symbol(path: Path) -> str:
 _READERS = {".psp8": read_psp8, ".upf": read_upf, ".recpot": read_recpot}
 
 
-def register_reader(suffix: str, reader) -> None:
-    """Register a reader ``reader(path) -> TabulatedPseudo`` for files ending in ``suffix``."""
-    _READERS[suffix.lower()] = reader
-
-
 def load_pseudo(spec, symbol: str | None = None):
     """Build a pseudopotential from a spec.
 

@@ -1,5 +1,6 @@
 """Code version recorded beside every output."""
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -8,13 +9,11 @@ _BASE = "0.1.0"
 
 def _describe() -> str:
     root = Path(__file__).resolve().parent.parent
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # no git: plain version
         out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=root,
                              capture_output=True, text=True, timeout=5)
         if out.returncode == 0 and out.stdout.strip():
             return f"{_BASE}+g{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
     return _BASE
 
 

@@ -123,7 +123,7 @@ class PointLocator:
         """(n_points, n_dofs) sparse matrix that evaluates periodic nodal fields at ``points``."""
         elements, bary = self.locate(points)
         N = shape_functions(self.mesh.order, bary)
-        dofs = self.mesh.dof_map[self.mesh.basis.element_dofs.T[elements]]
+        dofs = self.mesh.element_dofs[elements]
         n, nl = N.shape
         mat = sp.csr_matrix((N.ravel(), dofs.ravel(), np.arange(0, n * nl + 1, nl)),
                             shape=(n, self.mesh.n_dofs))
