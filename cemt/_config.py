@@ -128,6 +128,12 @@ SCHEMA = {
         "points_per_structure": (1024, _optional(_positive_int),
                                  "Random reference points per structure per step for the field "
                                  "losses (null: all). Energies and forces always use all."),
+        "fields_warmup": (0, _nonneg_int,
+                          "Epochs at the start that train on the fields alone when fields and "
+                          "energies/forces are both in the labels: the network first learns "
+                          "the energy-density field, whose sharp ionic peaks a force loss "
+                          "alone keeps it from forming (0: none). No best model, schedule or "
+                          "early stopping during the warm-up."),
         "lr": (1e-3, _positive_number, "Adam learning rate."),
         "weight_decay": (0.0, _nonneg_number, "Adam weight decay."),
         "lr_schedule": ("plateau", _one_of("plateau", "cosine", "none"),

@@ -21,7 +21,7 @@ from ._errors import DataError, DataMismatchError
 
 __all__ = ["EXPECTED_UNITS", "StructureTensors", "open_dataset", "dataset_spec",
            "spec_differences", "check_compatible", "validate_record", "load_records",
-           "build_tensors", "split_indices", "sample_points"]
+           "build_tensors", "split_indices", "sample_points", "parse_select"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +157,32 @@ def validate_record(rec, fields: bool = True, rtol: float = 1e-6) -> None:
                             f"the energy is {rec.energy:.6f} eV")
 
 
+def parse_select(text) -> slice | None:
+    """``"START:STOP"`` (either side may be empty) -> ``slice``; None/"" -> None.
+
+    Raises
+    ------
+    DataError
+        Not of that form.
+    """
+    if text is None or isinstance(text, slice):
+        return text
+    text = str(text).strip()
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        raise DataError(f"structure selection must be START:STOP (e.g. 80:100), got "
+                        f"{text!r}") from None
+    return slice(start, stop)
+
+
 def load_records(path, expected: dict | None = None, fields: bool = True,
-                 max_structures: int | None = None):
+                 max_structures: int | None = None, select=None):
     """Open, check and read a dataset.
 
     Parameters
@@ -170,6 +194,10 @@ def load_records(path, expected: dict | None = None, fields: bool = True,
         Read and check the target fields and the points.
     max_structures : int, optional
         Only the first ones (in the order they were added).
+    select : slice or str, optional
+        Positions in the dataset to read (``"80:100"`` or ``slice(80, 100)``), applied before
+        ``max_structures``. A dataset built by one ``fedft.label`` run holds its structures
+        in input order.
 
     Returns
     -------
@@ -179,11 +207,17 @@ def load_records(path, expected: dict | None = None, fields: bool = True,
     """
     with open_dataset(path) as ds:
         spec = check_compatible(expected, ds)
-        n = len(ds) if max_structures is None else min(len(ds), int(max_structures))
-        if n == 0:
-            raise DataError(f"dataset {path} holds no structures")
+        positions = list(range(len(ds)))
+        sel = parse_select(select)
+        if sel is not None:
+            positions = positions[sel]
+        if max_structures is not None:
+            positions = positions[:int(max_structures)]
+        if not positions:
+            raise DataError(f"dataset {path} holds no structures"
+                            + (f" in the selection {select}" if sel is not None else ""))
         records = [ds.read(i, fields=TARGET_FIELDS if fields else [], mesh=False)
-                   for i in range(n)]
+                   for i in positions]
     for rec in records:
         validate_record(rec, fields=fields)
     return spec, records

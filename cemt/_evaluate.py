@@ -13,7 +13,7 @@ __all__ = ["evaluate"]
 logger = logging.getLogger(__name__)
 
 
-def evaluate(model, path, progress: bool = False) -> dict:
+def evaluate(model, path, progress: bool = False, select=None) -> dict:
     """Energy, force and field errors of ``model`` on every structure of a dataset.
 
     The dataset is checked against the model's ``data_spec`` and elements first. Energies and
@@ -27,6 +27,8 @@ def evaluate(model, path, progress: bool = False) -> dict:
         fedft dataset.
     progress : bool
         Show a tqdm bar.
+    select : str or slice, optional
+        Positions of the structures to evaluate (``"80:100"``); default all.
 
     Returns
     -------
@@ -41,7 +43,7 @@ def evaluate(model, path, progress: bool = False) -> dict:
     from tqdm import tqdm
 
     grid = model.kind == "grid"
-    _, records = load_records(path, model.data_spec, fields=grid)
+    _, records = load_records(path, model.data_spec, fields=grid, select=select)
     for rec in records:
         model.check_elements(rec.atoms.numbers)
     rows = []

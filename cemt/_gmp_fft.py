@@ -28,7 +28,7 @@ import torch
 from ._errors import StructureError
 from ._neighbors import Structure
 
-__all__ = ["grid_points", "fft_grid_features"]
+__all__ = ["grid_points", "match_grid", "fft_grid_features"]
 
 
 def grid_points(cell, shape, shift=None) -> np.ndarray:
@@ -56,6 +56,58 @@ def grid_points(cell, shape, shift=None) -> np.ndarray:
     return pts
 
 
+def match_grid(points, cell, tol: float = 1e-6):
+    """Recognise ``points`` as a complete uniform periodic grid of ``cell``.
+
+    The nodes of a :class:`meshes.PeriodicMesh` (P1 vertices, or P2 nodes, which fill the grid
+    of half the spacing) are such a grid, so their features can be computed by FFT.
+
+    Parameters
+    ----------
+    points : array_like, shape (P, 3)
+        Å.
+    cell : array_like, shape (3, 3)
+        Lattice vectors as rows, Å.
+    tol : float
+        Allowed deviation of ``frac · N`` from an integer.
+
+    Returns
+    -------
+    (shape, index) or None
+        ``shape`` (N1, N2, N3) and ``index`` (P,) into the C-ordered rows of
+        :func:`grid_points` ``(cell, shape)`` such that ``grid_points(...)[index]`` equals
+        ``points`` modulo lattice vectors; None when the points are not such a grid (missing,
+        repeated or off-grid points, or an offset origin).
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] == 0:
+        return None
+    try:
+        frac = np.linalg.solve(cell.T, pts.T).T
+    except np.linalg.LinAlgError:
+        return None
+    frac = np.mod(frac, 1.0)
+    shape, index = [], []
+    for k in range(3):
+        f = np.unique(np.round(frac[:, k], 9))
+        f = f[f < 1.0 - 1e-9]
+        n = int(f.size)
+        if n == 0:
+            return None
+        j = frac[:, k] * n
+        if np.max(np.abs(j - np.rint(j))) > tol * max(n, 1):
+            return None
+        shape.append(n)
+        index.append(np.mod(np.rint(j).astype(np.int64), n))
+    if int(np.prod(shape)) != pts.shape[0]:
+        return None
+    flat = np.ravel_multi_index(tuple(index), tuple(shape))
+    if np.unique(flat).size != flat.size:
+        return None
+    return tuple(shape), flat
+
+
 def _check_shape(shape) -> tuple[int, int, int]:
     try:
         out = tuple(int(n) for n in shape)
@@ -78,9 +130,16 @@ def _gcut(prefactor: np.ndarray, beta: np.ndarray, alpha: float | None, l: int,
     return float(g[above[-1] + 1]) if above.size else 0.0
 
 
-def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=None) -> torch.Tensor:
+def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=None,
+                      jacobian: bool = False):
     """Features of :func:`grid_points` by FFT; see the module notes. ``feat`` is the
-    :class:`~cemt.GMPFeaturizer` whose settings are used."""
+    :class:`~cemt.GMPFeaturizer` whose settings are used.
+
+    With ``jacobian=True`` returns ``(features, jac)`` where ``jac`` (P, F, 3 n_atoms) holds
+    ``∂G/∂R`` (column ``3 a + x``: coordinate x of atom a), computed analytically in the same
+    pass: ``∂c(G)/∂R_a = −i G c_a(G)``, so every derivative is one more folded inverse FFT of
+    each component, batched with the value. Use it under ``torch.no_grad()``.
+    """
     if not struct.pbc.all():
         raise StructureError(
             "grid features by FFT need a cell periodic along all three axes; for open or slab "
@@ -132,26 +191,42 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
         mg = torch.stack(torch.meshgrid(*m1d, indexing="ij"), dim=-1)  # (L1, L2, L3, 3)
         gvec = mg @ torch.as_tensor(recip, dtype=dtype, device=device)
         g2 = (gvec * gvec).sum(-1)
+        dcoef = torch.zeros((n_atoms, 3) + ext, dtype=cdtype, device=device) if jacobian \
+            else None
         for Z in elements:
-            sel = torch.as_tensor(np.nonzero(struct.numbers == Z)[0], device=device)
+            idx = np.nonzero(struct.numbers == Z)[0]
+            sel = torch.as_tensor(idx, device=device)
             f = frac[sel]
             ph = [torch.exp(-2j * np.pi * f[:, i, None].to(cdtype) * m1d[i].to(cdtype))
                   for i in range(3)]  # (n_z, L_i)
             p12 = (ph[0][:, :, None] * ph[1][:, None, :]).reshape(len(sel), -1)
-            sfac = (p12.transpose(0, 1) @ ph[2]).reshape(ext)
             el = prefs[Z]
             rhat = torch.zeros(ext, dtype=dtype, device=device)
             for b, be in zip(el.B.tolist(), el.beta.tolist()):
                 rhat = rhat + b * (math.pi / be) ** 1.5 * torch.exp(-g2 / (4 * be))
+            if jacobian:
+                # per-atom structure factors; d/dR_a exp(-i G.R_a) = -i G exp(-i G.R_a)
+                per_atom = (p12[:, :, None] * ph[2][:, None, :]).reshape((len(sel),) + ext)
+                sfac = per_atom.sum(0)
+                dcoef[sel] = (-1j * gvec.permute(3, 0, 1, 2).to(cdtype))[None] * \
+                    (rhat * per_atom)[:, None]
+            else:
+                sfac = (p12.transpose(0, 1) @ ph[2]).reshape(ext)
             coef = coef + rhat * sfac
+        if jacobian:
+            # batch: value first, then the 3 n_atoms derivatives
+            coef = torch.cat([coef[None], dcoef.reshape((3 * n_atoms,) + ext)], dim=0)
         coef = coef / vol
         if shift_t is not None:
             coef = coef * torch.exp(1j * (gvec @ shift_t).to(cdtype))
+        batch = coef.shape[:-3]
 
         def to_grid(x):
-            folded = x.reshape(fold[0], shape[0], fold[1], shape[1], fold[2], shape[2])
-            folded = folded.sum(dim=(0, 2, 4))
-            return torch.fft.ifftn(folded, norm="forward")
+            folded = x.reshape(batch + (fold[0], shape[0], fold[1], shape[1], fold[2],
+                                        shape[2]))
+            nb = len(batch)
+            folded = folded.sum(dim=(nb, nb + 2, nb + 4))
+            return torch.fft.ifftn(folded, dim=(-3, -2, -1), norm="forward")
 
         tn_cache: dict = {}
         gpow: list = []
@@ -176,7 +251,7 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
 
         for kind, s_idx in members:
             if kind == "rho":
-                results["rho"] = to_grid(coef).real.reshape(-1)
+                results["rho"] = to_grid(coef).real.reshape(batch + (-1,))
                 continue
             sigma = feat.sigmas[s_idx]
             alpha = 1.0 / (2 * sigma**2)
@@ -185,16 +260,33 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
                 _, coeffs, weights = feat._harm[l]
                 phase = (1j) ** l / (2 * alpha) ** l
                 q = torch.zeros(math.prod(shape), dtype=dtype, device=device)
+                dq = 0.0
                 for row in range(coeffs.shape[0]):
                     tn = harmonic(l, row)
-                    mu = (phase * to_grid(base * tn)).real.reshape(-1)
+                    mu = (phase * to_grid(base * tn)).real.reshape(batch + (-1,))
+                    if jacobian:
+                        dq = dq + 2.0 * float(weights[row]) * mu[0] * mu[1:]
+                        mu = mu[0]
                     q = q + float(weights[row]) * mu * mu
-                results[(l, s_idx)] = q
+                results[(l, s_idx)] = (q, dq)
     from ._gmp import _safe_sqrt
-    cols = []
+    cols, dcols = [], []
     if -1 in feat.orders:
-        cols.append(results["rho"])
+        rho = results["rho"]
+        cols.append(rho[0] if jacobian else rho)
+        if jacobian:
+            dcols.append(rho[1:])
     for l in feat._orders_pos:
         for s_idx in range(len(feat.sigmas)):
-            cols.append(_safe_sqrt(results[(l, s_idx)]))
-    return torch.stack(cols, dim=1)
+            q, dq = results[(l, s_idx)]
+            g = _safe_sqrt(q)
+            cols.append(g)
+            if jacobian:
+                # d sqrt(q) = dq / (2 sqrt(q)); zero (sub)gradient where q = 0
+                dcols.append(torch.where(g > 0, dq / (2.0 * torch.where(g > 0, g,
+                                                                         torch.ones_like(g))),
+                                         torch.zeros_like(dq)))
+    out = torch.stack(cols, dim=1)
+    if not jacobian:
+        return out
+    return out, torch.stack(dcols, dim=-1).permute(1, 2, 0).contiguous()

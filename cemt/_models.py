@@ -35,6 +35,7 @@ from torch import nn
 
 from ._errors import ConfigError, StructureError, UnknownElementError
 from ._gmp import GMPFeaturizer, bond_centred_points
+from ._gmp_fft import match_grid
 from ._pseudodensity import read_gpsp
 from ._scaler import FeatureScaler
 
@@ -270,7 +271,7 @@ class CemtModel(nn.Module, abc.ABC):
         with torch.enable_grad():
             pos = pos.clone().requires_grad_(forces)
             pts, w = self.points_and_weights(pos, atoms, points, weights)
-            g = self.featurizer.features_torch(pos, atoms.numbers, cell, pbc, points=pts)
+            g = self._featurize(pos, atoms, pts)
             eps, _ = self(g)
             energy = (w.to(torch.float64) * eps.to(torch.float64)).sum()
             f = None
@@ -278,6 +279,11 @@ class CemtModel(nn.Module, abc.ABC):
                 (grad,) = torch.autograd.grad(energy, pos)
                 f = -grad.detach().to(torch.float64).numpy()
         return float(energy.detach()), f
+
+    def _featurize(self, pos: torch.Tensor, atoms, pts) -> torch.Tensor:
+        """Features of the points ``pts`` (differentiable w.r.t. ``pos``)."""
+        return self.featurizer.features_torch(pos, atoms.numbers, atoms.cell.array, atoms.pbc,
+                                              points=pts)
 
     def structure_tensors(self, atoms, points=None, weights=None, jacobian: bool = True) -> dict:
         """Features, weights and their derivatives for training on one structure.
@@ -380,9 +386,9 @@ class CemtModel(nn.Module, abc.ABC):
         density : numpy.ndarray (n,)
             e/Å³.
         """
-        pos, cell, pbc = self._prepare(atoms)
+        pos, _, _ = self._prepare(atoms)
         with torch.no_grad():
-            g = self.featurizer.features_torch(pos, atoms.numbers, cell, pbc, points=points)
+            g = self._featurize(pos, atoms, np.asarray(points, dtype=np.float64))
             eps, rho = self(g)
         return eps.to(torch.float64).numpy(), rho.to(torch.float64).numpy()
 
@@ -404,6 +410,48 @@ class GridModel(CemtModel):
             raise StructureError(f"points must be (n, 3) and weights (n,), got "
                                  f"{pts.shape} and {tuple(w.shape)}")
         return pts, w
+
+    @staticmethod
+    def _grid_of(atoms, pts):
+        """``(shape, index)`` when ``pts`` are a complete uniform grid of a fully periodic
+        cell (:func:`cemt.match_grid`), else None."""
+        if isinstance(pts, torch.Tensor) or not np.all(atoms.pbc):
+            return None
+        return match_grid(pts, atoms.cell.array)
+
+    def _featurize(self, pos, atoms, pts):
+        """Mesh nodes of a periodic cell form a uniform grid: use the FFT path there (exact
+        lattice sums, far faster than the direct sum); other points use the direct sum."""
+        match = self._grid_of(atoms, pts)
+        if match is None:
+            return super()._featurize(pos, atoms, pts)
+        shape, index = match
+        g = self.featurizer.features_grid_torch(pos, atoms.numbers, atoms.cell.array,
+                                                atoms.pbc, shape)
+        return g[torch.as_tensor(index, device=g.device)]
+
+    def structure_tensors(self, atoms, points=None, weights=None, jacobian: bool = True) -> dict:
+        """As :meth:`CemtModel.structure_tensors`; on a uniform periodic grid the features and
+        their Jacobian come from one analytic FFT pass
+        (:meth:`~cemt.GMPFeaturizer.features_grid_jacobian`)."""
+        pts = None if points is None else np.asarray(points, dtype=np.float64)
+        match = None if pts is None else self._grid_of(atoms, pts)
+        if match is None:
+            return super().structure_tensors(atoms, points, weights, jacobian=jacobian)
+        pos, cell, pbc = self._prepare(atoms)
+        _, w = self.points_and_weights(pos, atoms, pts, weights)
+        shape, index = match
+        idx = torch.as_tensor(index)
+        out = {"weights": w.detach(), "jacobian": None, "dweights": None}
+        with torch.no_grad():
+            if jacobian:
+                g, jac = self.featurizer.features_grid_jacobian(pos, atoms.numbers, cell, pbc,
+                                                                shape)
+                out["jacobian"] = jac[idx]
+            else:
+                g = self.featurizer.features_grid_torch(pos, atoms.numbers, cell, pbc, shape)
+        out["features"] = g[idx]
+        return out
 
 
 class AtomModel(CemtModel):

@@ -401,6 +401,8 @@ class Trainer:
                                 int(self.checkpoint["bad_epochs"]))
             self.history = list(self.checkpoint.get("history", []))
         n_train, bs = len(self.train_set), tcfg["batch_size"]
+        warmup = tcfg["fields_warmup"] if "fields" in self.labels and \
+            len(self.labels) > 1 else 0
         stopped = False
         bar = tqdm(range(start, tcfg["epochs"]), desc="epochs", initial=start,
                    total=tcfg["epochs"], disable=not (tcfg["progress"] and self.rank == 0))
@@ -412,13 +414,15 @@ class Trainer:
                 int(np.random.default_rng([cfg["seed"], epoch, self.rank]).integers(2**62)))
             sums = {t: 0.0 for t in TERMS}
             n_seen = 0
+            warming = epoch < warmup
+            labels = ["fields"] if warming else self.labels
             for b0 in range(0, n_train, bs):
                 batch = perm[b0:b0 + bs]
                 local = batch[self.rank::self.world]
                 opt.zero_grad(set_to_none=True)
                 loss = sum(p.sum() * 0.0 for p in model.network.parameters())
                 for i in local:
-                    terms, _ = structure_loss(model, self.train_set[i], self.labels, lcfg, gen,
+                    terms, _ = structure_loss(model, self.train_set[i], labels, lcfg, gen,
                                               tcfg["points_per_structure"])
                     loss = loss + total_loss(terms, lcfg) * (self.world / len(batch))
                     for t, v in terms.items():
@@ -438,19 +442,21 @@ class Trainer:
                 dist.all_reduce(sums_t)
             n_all = max(float(sums_t[0]), 1.0)
             train_terms = {t: float(v) / n_all for t, v in zip(TERMS, sums_t[1:])
-                           if TERMS[t] in self.labels}
+                           if TERMS[t] in labels}
             model.eval()
             val = self._evaluate_set(self.val_set) if self.val_set else None
             monitor = val["loss"] if val else sum(lcfg[f"{t}_weight"] * v
                                                   for t, v in train_terms.items())
-            improved = monitor < best
+            # the warm-up optimises another loss: no best model, schedule or early stopping yet
+            improved = not warming and monitor < best
             if improved:
                 best, bad = monitor, 0
-            else:
+            elif not warming:
                 bad += 1
             lr = opt.param_groups[0]["lr"]
             if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                sched.step(monitor)
+                if not warming:
+                    sched.step(monitor)
             elif sched is not None:
                 sched.step()
             row = {"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - t0,
@@ -481,6 +487,8 @@ class Trainer:
                 stopped = True
                 break
         bar.close()
+        if self.rank == 0 and not (self.out / "model.pt").is_file():  # ended in the warm-up
+            save_model(model, self.out / "model.pt", {"train_config": cfg})
         return {"epochs": len(self.history), "best": best, "stopped_early": stopped,
                 "model": str(self.out / "model.pt"), "output": str(self.out),
                 "history": self.history}

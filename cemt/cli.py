@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "energy-density NMAE (%%, grid model) of a model on a fedft dataset.")
     e.add_argument("model", help="model file (model.pt of a training run)")
     e.add_argument("data", help="fedft dataset (HDF5)")
+    e.add_argument("--select", metavar="START:STOP",
+                   help="evaluate only these dataset positions (e.g. 80:100 for a held-out "
+                        "test set); default all")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -74,7 +77,8 @@ def main(argv=None) -> int:
             from ._evaluate import evaluate
             from ._train import load_model
             model = load_model(args.model)
-            m = evaluate(model, args.data, progress=not args.no_progress)
+            m = evaluate(model, args.data, progress=not args.no_progress,
+                         select=args.select)
             if args.json:
                 print(json.dumps({k: v for k, v in m.items() if k != "per_structure"}))
             else:

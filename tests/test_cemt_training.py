@@ -161,6 +161,28 @@ def test_evaluate_matches_hand_computed_metrics(tmp_path, dataset, capsys):
     assert printed["energy_mae_mev_atom"] == pytest.approx(metrics["energy_mae_mev_atom"])
     assert main(["evaluate", str(tmp_path / "missing.pt"), str(dataset)]) == 1
     assert "does not exist" in capsys.readouterr().err
+    # a held-out selection: dataset positions 1 and 2 only
+    sub = cemt.evaluate(model, dataset, select="1:3")
+    assert sub["n_structures"] == 2
+    assert [r["key"] for r in sub["per_structure"]] == \
+        [r["key"] for r in metrics["per_structure"]][1:3]
+    assert main(["evaluate", out["model"], str(dataset), "--select", "5:9", "--no-progress"]) == 1
+    assert "in the selection" in capsys.readouterr().err
+    with pytest.raises(cemt.DataError, match="START:STOP"):
+        cemt.evaluate(model, dataset, select="1-3")
+
+
+def test_fields_warmup_trains_fields_first(tmp_path, dataset):
+    """During the warm-up only the field terms are optimised and no best model is chosen;
+    afterwards every label is in the loss."""
+    out = cemt.train(cemt.resolve_config(_config(
+        tmp_path, dataset, training={"labels": ["fields", "energies"], "epochs": 4,
+                                     "fields_warmup": 2})))
+    hist = out["history"]
+    assert [("train_energies" in r) for r in hist] == [False, False, True, True]
+    assert all("train_energy_density" in r for r in hist)
+    assert [r["best"] for r in hist[:2]] == [False, False] and hist[2]["best"]
+    assert (tmp_path / "out/model.pt").is_file()
 
 
 def test_two_process_data_parallel_matches_one_process(tmp_path, dataset):

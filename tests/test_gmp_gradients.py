@@ -139,3 +139,46 @@ def test_direct_double_backward_gradgradcheck():
     def f(p, q):
         return feat.features_torch(p, atoms.numbers, atoms.cell.array, atoms.pbc, points=q)
     assert torch.autograd.gradgradcheck(f, (pos, pts), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_fft_grid_jacobian_matches_finite_differences():
+    """The analytic batched Jacobian of the FFT path equals central differences of the
+    features, column 3a + x for coordinate x of atom a."""
+    rng = np.random.default_rng(7)
+    atoms = _structure("periodic", rng)
+    feat = GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.2], GPSP)
+    shape = (5, 6, 7)
+    pos = atoms.positions.copy()
+    g, jac = feat.features_grid_jacobian(pos, atoms.numbers, atoms.cell.array, atoms.pbc, shape)
+    assert jac.shape == (5 * 6 * 7, feat.n_features, 3 * len(atoms))
+    assert torch.allclose(g, feat.features_grid(atoms, shape), rtol=1e-12, atol=1e-14)
+    h = 1e-5
+    for k in range(3 * len(atoms)):
+        plus, minus = pos.copy(), pos.copy()
+        plus.flat[k] += h
+        minus.flat[k] -= h
+        fd = (feat.features_grid_torch(plus, atoms.numbers, atoms.cell.array, atoms.pbc, shape)
+              - feat.features_grid_torch(minus, atoms.numbers, atoms.cell.array, atoms.pbc,
+                                         shape)) / (2 * h)
+        scale = float(jac[:, :, k].abs().max())
+        assert float((fd - jac[:, :, k]).abs().max()) < 1e-6 * max(scale, 1.0), k
+
+
+def test_match_grid_recognises_mesh_nodes_and_rejects_others():
+    """P1 and P2 nodes of a periodic mesh are complete uniform grids; the index maps each
+    node to its row of grid_points. Missing, extra and shifted points are not grids."""
+    from meshes import periodic_mesh
+
+    from cemt import grid_points, match_grid
+
+    cell = np.array([[4.0, 0.0, 0.0], [0.8, 3.7, 0.0], [0.3, 0.5, 4.4]])
+    for order in (1, 2):
+        nodes = periodic_mesh(cell, (3, 4, 5), order=order).dof_positions
+        shape, index = match_grid(nodes, cell)
+        assert shape == tuple(order * n for n in (3, 4, 5))
+        assert np.allclose(grid_points(cell, shape)[index], nodes, atol=1e-10)
+    pts = grid_points(cell, (4, 4, 4))
+    assert match_grid(pts, cell)[0] == (4, 4, 4)
+    assert match_grid(pts[1:], cell) is None
+    assert match_grid(np.vstack([pts, pts[:1]]), cell) is None
+    assert match_grid(pts + 0.01, cell) is None
