@@ -117,6 +117,10 @@ SCHEMA = {
                           "the repository. Its primitives are stored in the model file."),
         "overlap_threshold": (1e-8, _positive_number,
                               "Drop primitive contributions below this size (sets cutoffs)."),
+        "norm": ("square", _one_of("square", "sqrt"),
+                 "Radial norm of the order-l features: square (Σ w μ², smooth everywhere) or "
+                 "sqrt (the GMP definition, with a cusp where the multipoles vanish, e.g. at "
+                 "nuclei, which makes a grid model's energy ripple with the grid)."),
     },
     "training": {
         "labels": (["fields", "energies", "forces"], _labels,

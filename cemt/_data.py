@@ -10,6 +10,7 @@ weights, and (for force training) the Jacobians ``∂G/∂R``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ._errors import DataError, DataMismatchError
 
 __all__ = ["EXPECTED_UNITS", "StructureTensors", "open_dataset", "dataset_spec",
            "spec_differences", "check_compatible", "validate_record", "load_records",
-           "build_tensors", "split_indices", "sample_points", "parse_select"]
+           "build_tensors", "split_indices", "sample_points", "parse_select", "tensor_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def dataset_spec(ds) -> dict:
     dict
     """
     return {"units": {k: ds.units.get(k) for k in EXPECTED_UNITS},
-            "gauge": ds.gauge, "functional": ds.functional,
+            "gauge": ds.gauge, "energy_density_form": ds.energy_density_form,
+            "functional": ds.functional,
             "kinetic_lambda": float(ds.kinetic_lambda),
             "pseudopotentials": {s: p.get("digest") for s, p in
                                  sorted(ds.pseudopotentials.items())}}
@@ -80,7 +82,7 @@ def spec_differences(expected: dict, found: dict) -> list[str]:
         a, b = expected["units"].get(name), found["units"].get(name)
         if a != b:
             diffs.append(f"unit of {name}: expected {a!r}, dataset has {b!r}")
-    for name in ("gauge", "functional", "kinetic_lambda"):
+    for name in ("gauge", "energy_density_form", "functional", "kinetic_lambda"):
         if expected.get(name) != found.get(name):
             diffs.append(f"{name}: expected {expected.get(name)!r}, dataset has "
                          f"{found.get(name)!r}")
@@ -110,6 +112,7 @@ def check_compatible(expected: dict | None, ds) -> dict:
     found = dataset_spec(ds)
     reference = expected if expected is not None else {"units": EXPECTED_UNITS}
     diffs = spec_differences({"gauge": found["gauge"], "functional": found["functional"],
+                              "energy_density_form": found["energy_density_form"],
                               "kinetic_lambda": found["kinetic_lambda"], **reference}, found)
     if expected is None:
         diffs = [d for d in diffs if d.startswith("unit of")]
@@ -260,6 +263,30 @@ class StructureTensors:
         return int(self.features.shape[0])
 
 
+#: Featurized structures kept by :func:`tensor_cache` (None: caching off).
+_TENSOR_CACHE: dict | None = None
+
+
+@contextlib.contextmanager
+def tensor_cache():
+    """Within this context :func:`build_tensors` keeps every featurized structure in memory
+    and reuses it for the same structure, model kind, feature settings and dtype (the
+    learning-curve driver trains many models on the same structures)."""
+    global _TENSOR_CACHE
+    outer = _TENSOR_CACHE
+    _TENSOR_CACHE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _TENSOR_CACHE = outer
+
+
+def _cache_key(model, rec, jacobian: bool) -> str:
+    import json
+    return json.dumps([rec.key, model.kind, model.settings["features"], model.settings["dtype"],
+                       model.settings.get("bond_cutoff"), bool(jacobian)], sort_keys=True)
+
+
 def build_tensors(model, records, jacobian: bool, progress: bool = False) -> list:
     """Featurize records for ``model`` (its kinematics and dtype).
 
@@ -284,8 +311,14 @@ def build_tensors(model, records, jacobian: bool, progress: bool = False) -> lis
     dtype = model.torch_dtype
     for rec in tqdm(records, desc="features", disable=not progress, leave=False):
         grid = model.kind == "grid"
-        t = model.structure_tensors(rec.atoms, rec.points if grid else None,
-                                    rec.weights if grid else None, jacobian=jacobian)
+        key = _cache_key(model, rec, jacobian) if _TENSOR_CACHE is not None else None
+        if key is not None and key in _TENSOR_CACHE:
+            t = _TENSOR_CACHE[key]
+        else:
+            t = model.structure_tensors(rec.atoms, rec.points if grid else None,
+                                        rec.weights if grid else None, jacobian=jacobian)
+            if key is not None:
+                _TENSOR_CACHE[key] = t
         fields = {}
         if grid and all(n in rec.fields for n in TARGET_FIELDS):
             fields = {"energy_density": torch.as_tensor(rec.fields["energy_density"], dtype=dtype),

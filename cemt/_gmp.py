@@ -102,6 +102,10 @@ def _cutoff_radii(c_abs: np.ndarray, a: np.ndarray, lam: np.ndarray, orders: Seq
     return best
 
 
+#: Radial norms of the order-l features (see :class:`GMPFeaturizer`).
+NORMS = ("sqrt", "square")
+
+
 def _safe_sqrt(q: torch.Tensor) -> torch.Tensor:
     """sqrt with a zero (sub)gradient at 0 instead of inf/NaN."""
     pos = q > 0
@@ -177,6 +181,12 @@ class GMPFeaturizer:
     block_size : float, optional
         Side of the cubes used to bin points for the neighbour search, Å (default: 1/12 of the
         largest cutoff, clipped to 0.5 .. 3 Å).
+    norm : {"sqrt", "square"}, default "sqrt"
+        ``"sqrt"``: ``G_l = sqrt(Σ_n w_n μ_n²)``, the GMP definition. ``"square"``: ``G_l =
+        Σ_n w_n μ_n²``, which is smooth everywhere; the square root has a cusp wherever the
+        multipoles vanish (at every nucleus and every symmetric site for l ≥ 1), which a
+        grid-centred model turns into an energy density that no grid integrates well
+        (egg-box). Order −1 is the same in both.
 
     Notes
     -----
@@ -188,7 +198,11 @@ class GMPFeaturizer:
     def __init__(self, orders: Sequence[int], sigmas: Sequence[float], pseudodensity,
                  overlap_threshold: float = 1e-8, dtype: torch.dtype = torch.float64,
                  device: str | torch.device = "cpu", chunk_size: int | None = None,
-                 max_pairs_per_chunk: int = 2**17, block_size: float | None = None) -> None:
+                 max_pairs_per_chunk: int = 2**17, block_size: float | None = None,
+                 norm: str = "sqrt") -> None:
+        if norm not in NORMS:
+            raise FeatureSettingsError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.norm = norm
         self.orders = self._check_orders(orders)
         self.sigmas = self._check_sigmas(sigmas, need=any(l >= 0 for l in self.orders))
         if not (isinstance(overlap_threshold, (int, float)) and math.isfinite(overlap_threshold)
@@ -551,7 +565,8 @@ class GMPFeaturizer:
         for l in self._orders_pos:
             _, coeffs, weights = self._harm[l]
             mu = sums[l] @ coeffs.T  # (n, S, n_l)
-            cols.append(_safe_sqrt((mu * mu) @ weights))
+            q = (mu * mu) @ weights
+            cols.append(q if self.norm == "square" else _safe_sqrt(q))
         return torch.cat(cols, dim=1)
 
 

@@ -279,6 +279,11 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
     for l in feat._orders_pos:
         for s_idx in range(len(feat.sigmas)):
             q, dq = results[(l, s_idx)]
+            if feat.norm == "square":
+                cols.append(q)
+                if jacobian:
+                    dcols.append(dq)
+                continue
             g = _safe_sqrt(q)
             cols.append(g)
             if jacobian:

@@ -49,7 +49,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def feature_settings(orders: Sequence[int], sigmas: Sequence[float], pseudodensity,
-                     elements: Sequence[str], overlap_threshold: float = 1e-8) -> dict:
+                     elements: Sequence[str], overlap_threshold: float = 1e-8,
+                     norm: str = "sqrt") -> dict:
     """Self-contained featurizer settings to store in a model.
 
     Parameters
@@ -64,11 +65,13 @@ def feature_settings(orders: Sequence[int], sigmas: Sequence[float], pseudodensi
     elements : sequence of str
         Chemical symbols the model is trained on.
     overlap_threshold : float
+    norm : {"sqrt", "square"}
+        Radial norm of the order-l features (:class:`~cemt.GMPFeaturizer`).
 
     Returns
     -------
     dict
-        ``orders``, ``sigmas``, ``overlap_threshold``, ``pseudodensity`` (symbol ->
+        ``orders``, ``sigmas``, ``overlap_threshold``, ``norm``, ``pseudodensity`` (symbol ->
         ``{"B": list, "beta": list}``) and ``pseudodensity_source`` (the file name).
     """
     pset = read_gpsp(pseudodensity)
@@ -77,7 +80,8 @@ def feature_settings(orders: Sequence[int], sigmas: Sequence[float], pseudodensi
         el = pset[sym]
         table[sym] = {"B": [float(b) for b in el.B], "beta": [float(b) for b in el.beta]}
     return {"orders": [int(l) for l in orders], "sigmas": [float(s) for s in sigmas],
-            "overlap_threshold": float(overlap_threshold), "pseudodensity": table,
+            "overlap_threshold": float(overlap_threshold), "norm": str(norm),
+            "pseudodensity": table,
             "pseudodensity_source": str(pseudodensity)}
 
 
@@ -161,6 +165,7 @@ class CemtModel(nn.Module, abc.ABC):
         self.featurizer = GMPFeaturizer(features["orders"], features["sigmas"],
                                         features["pseudodensity"],
                                         overlap_threshold=features["overlap_threshold"],
+                                        norm=features.get("norm", "sqrt"),
                                         dtype=self.torch_dtype)
         self.elements = sorted(self.featurizer.pseudodensity[s].Z
                                for s in features["pseudodensity"])

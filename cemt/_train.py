@@ -244,7 +244,7 @@ class Trainer:
         symbols = sorted({s for r in train_records for s in r.atoms.get_chemical_symbols()})
         fcfg, mcfg = cfg["features"], cfg["model"]
         features = feature_settings(fcfg["orders"], fcfg["sigmas"], fcfg["pseudodensity"],
-                                    symbols, fcfg["overlap_threshold"])
+                                    symbols, fcfg["overlap_threshold"], fcfg["norm"])
         torch.manual_seed(cfg["seed"])
         self.model = build_model({"kind": mcfg["kind"], "features": features,
                                   "widths": mcfg["widths"], "activation": mcfg["activation"],

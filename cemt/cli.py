@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -38,7 +39,71 @@ def _parser() -> argparse.ArgumentParser:
                         "test set); default all")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = sub.add_parser(
+        "curve", help="learning curves: test errors against the training-set size",
+        description="Train one model per series and training-set size N (the first N "
+        "structures of each configuration's data.train, a fixed budget of optimisation steps, "
+        "no validation split) and evaluate each on held-out structures. Writes "
+        "OUTPUT/<series>/n<N>/ (ordinary training runs), curve.csv, curve.json and curve.png, "
+        "and prints the N at which each series first reaches 5 and 2 meV/atom.")
+    c.add_argument("series", nargs="+", metavar="NAME=CONFIG.yaml",
+                   help="a series: its name and training configuration")
+    c.add_argument("--sizes", type=int, nargs="+", default=[2, 5, 10, 20, 40, 80],
+                   help="training-set sizes (default: 2 5 10 20 40 80)")
+    c.add_argument("--test", required=True, help="dataset to evaluate on")
+    c.add_argument("--select", metavar="START:STOP",
+                   help="positions of the test structures in --test (e.g. 80:100)")
+    c.add_argument("--steps", type=int, default=1500,
+                   help="optimisation steps per run (default 1500)")
+    c.add_argument("--max-epochs", type=int, default=500,
+                   help="at most this many epochs per run (default 500)")
+    c.add_argument("-o", "--output", default="cemt-curve", help="output directory")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _curve(args) -> None:
+    import yaml
+
+    from ._curves import first_reaching, learning_curve
+    from ._errors import ConfigError
+
+    series = {}
+    for item in args.series:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"series must be NAME=CONFIG.yaml, got {item!r}")
+        try:
+            with open(path) as fh:
+                cfg = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        base = Path(path).resolve().parent
+        data = cfg.get("data") or {}
+        for key in ("train", "validation"):  # relative to the configuration file
+            if data.get(key) and not Path(data[key]).is_absolute():
+                data[key] = str(base / data[key])
+        series[name] = cfg
+    rows = learning_curve(series, args.sizes, args.test, args.output, args.select,
+                          steps=args.steps, max_epochs=args.max_epochs,
+                          progress=not args.no_progress)
+    print(f"{'series':<16}{'N':>5}{'E MAE meV/atom':>16}{'F MAE meV/Å':>14}"
+          f"{'rho NMAE %':>12}{'eps NMAE %':>12}")
+    for r in rows:
+        print(f"{r['series']:<16}{r['n_train']:>5}{r['energy_mae_mev_atom']:>16.3f}"
+              f"{r['force_mae_mev_A']:>14.2f}{_num(r['density_nmae_pct']):>12}"
+              f"{_num(r['energy_density_nmae_pct']):>12}")
+    for name in series:
+        sel = [r for r in rows if r["series"] == name]
+        reach = {t: first_reaching(sel, t) for t in (5.0, 2.0)}
+        print(f"{name}: first N at <= 5 meV/atom: {reach[5.0]}; at <= 2 meV/atom: {reach[2.0]}")
+    print(f"wrote {Path(args.output) / 'curve.csv'} and {Path(args.output) / 'curve.png'}")
+
+
+def _num(v):
+    return "n/a" if v is None else f"{v:.2f}"
 
 
 def _fmt(v, unit):
@@ -87,6 +152,8 @@ def main(argv=None) -> int:
                 print(f"force MAE:            {_fmt(m['force_mae_mev_A'], 'meV/Å')}")
                 print(f"density NMAE:         {_fmt(m['density_nmae_pct'], '%')}")
                 print(f"energy-density NMAE:  {_fmt(m['energy_density_nmae_pct'], '%')}")
+        elif args.command == "curve":
+            _curve(args)
     except (CemtError, fedft.FedftError) as exc:
         print(f"cemt {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ from ._errors import (
     StructureFileError,
 )
 from ._export import cube_grid, export_cube, export_xdmf
-from ._ewald import ewald
+from ._ewald import ewald, point_ion_energy
 from ._fields import GAUGES
 from ._labelling import LabelSummary, label
 from ._pseudo import ErfPseudo, TabulatedPseudo, load_pseudo, read_psp8
@@ -49,7 +49,7 @@ from ._xc import lda_xc
 __all__ = [
     "FedftCalculator", "DiscretisationCache", "compute", "ConvergenceError", "FedftError",
     "MeshTooCoarseError", "MissingPseudopotentialError", "PseudopotentialError",
-    "SettingsError", "StructureError", "ewald", "GAUGES", "ErfPseudo", "TabulatedPseudo",
+    "SettingsError", "StructureError", "ewald", "point_ion_energy", "GAUGES", "ErfPseudo", "TabulatedPseudo",
     "load_pseudo", "read_psp8", "COMPONENTS", "Result", "PRESETS", "Settings",
     "resolve_settings", "BOHR", "FORCE", "HARTREE", "__version__", "lda_xc",
     # datasets

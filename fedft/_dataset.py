@@ -39,6 +39,7 @@ import numpy as np
 from ase import Atoms
 
 from ._errors import DatasetError
+from ._fields import ELECTROSTATIC_FORM
 from ._result import COMPONENTS, Result
 from ._units import BOHR
 from ._version import __version__
@@ -46,7 +47,7 @@ from ._version import __version__
 log = logging.getLogger(__name__)
 
 FORMAT = "fedft-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: energy_density uses the screened potential-form electrostatics
 
 #: Units of everything stored (ASE units; ``mesh.attrs["cell_bohr"]`` is the exception).
 UNITS = {
@@ -451,6 +452,7 @@ class Dataset:
             self._file.close()
             raise DatasetError(f"{self.path} has format version {a['format_version']}, newer "
                                f"than this fedft ({__version__}) reads; upgrade fedft")
+        self.format_version = int(a["format_version"])
         self.units = json.loads(a["units"])
         self.gauge = str(a["gauge"])
         self.functional = str(a["functional"])
@@ -537,6 +539,13 @@ class Dataset:
         """(n_structures,) total energies (eV) without reading any array."""
         grp = self._file["structures"] if self._keys else {}
         return np.array([float(grp[k].attrs["energy"]) for k in self._keys])
+
+    @property
+    def energy_density_form(self) -> str:
+        """Electrostatic convention of ``energy_density``: ``"screened-potential"`` (format
+        version >= 2, :data:`fedft._fields.ELECTROSTATIC_FORM`) or ``"point-ion-spread"``
+        (version 1: ``ρ(V_loc + ½V_H)`` plus each atom's Ewald energy on its Gaussian)."""
+        return ELECTROSTATIC_FORM if self.format_version >= 2 else "point-ion-spread"
 
     @property
     def failures(self) -> dict:

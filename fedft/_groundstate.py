@@ -153,6 +153,7 @@ class GroundState:
     components: dict  # Ha
     forces: np.ndarray  # Ha/bohr
     timings: dict = field(default_factory=dict)
+    es_uniform: float | None = field(default=None, init=False)  # Ha/bohr³, set by the fields
 
     @property
     def energy(self) -> float:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.special import erf
 
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,43 @@ class IonFields:
             if short:
                 self.v_short += np.bincount(qi, weights=vals[:, 1], minlength=nq)
         return self
+
+    def self_density(self, charges: np.ndarray, widths: np.ndarray,
+                     per_atom: np.ndarray | None = None) -> np.ndarray:
+        """``Σ_I ½ g_I(x) φ_I(x)`` at the points (Ha/bohr³): each compensation Gaussian in its
+        own potential ``φ_I(r) = Z_I erf(r/s_I)/r``, which integrates to the self-energies;
+        minus, with ``per_atom``, the spread ``Σ_I c_I g_I(x)/gauss_norm_I`` of per-atom
+        values (in the same pass).
+
+        Parameters
+        ----------
+        charges, widths : (n_species,)
+            Valence charge (e) and compensation width s (bohr) of each species.
+        per_atom : (n_atoms,), optional
+        """
+        out = np.zeros(self.points.shape[0])
+        scale = None if per_atom is None else per_atom / self.gauss_norm
+        tree = cKDTree(self.image_pos)
+        for start in range(0, self.points.shape[0], self.chunk):
+            pts = self.points[start:start + self.chunk]
+            sdm = cKDTree(pts).sparse_distance_matrix(tree, self.cutoff, output_type="ndarray")
+            qi, img, r = sdm["i"], sdm["j"], sdm["v"]
+            atom = self.image_atom[img]
+            sp = self.species[atom]
+            g = np.zeros(r.size)
+            for k, table in enumerate(self.tables):
+                sel = sp == k
+                g[sel] = table(r[sel])[:, 0]
+            s = widths[sp]
+            x = r / s
+            small = x < 1e-4  # erf(x)/x -> 2/sqrt(pi) (1 - x²/3)
+            phi = charges[sp] / s * np.where(
+                small, 2.0 / np.sqrt(np.pi) * (1.0 - x * x / 3.0),
+                erf(np.where(small, 1.0, x)) / np.where(small, 1.0, x))
+            dens = 0.5 * phi if scale is None else 0.5 * phi - scale[atom]
+            out[start:start + pts.shape[0]] += np.bincount(qi, weights=g * dens,
+                                                           minlength=pts.shape[0])
+        return out
 
     def forces_and_spread(self, rho: np.ndarray, v_hartree: np.ndarray,
                           per_atom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ from ase import Atoms
 from ._compute import DiscretisationCache, check_lambda, compute
 from ._dataset import (
     FORMAT,
+    FORMAT_VERSION,
     Dataset,
     atomic_h5,
     config_differences,
@@ -262,7 +263,15 @@ def _existing(output: Path) -> tuple[dict | None, set, set]:
         return None, set(), set()
     try:
         with Dataset(output) as ds:
+            if ds.format_version < FORMAT_VERSION:
+                raise DatasetMismatchError(
+                    f"{output} was written by an older fedft (dataset format "
+                    f"{ds.format_version}, energy densities in the {ds.energy_density_form!r} "
+                    f"convention); this fedft writes format {FORMAT_VERSION}. Label into a new "
+                    "file")
             return read_config(ds._file), set(ds.keys()), set(ds.failures)
+    except DatasetMismatchError:
+        raise
     except DatasetError as exc:
         raise DatasetError(f"{exc}. The existing file {output} was left untouched.") from None
     except (OSError, KeyError, ValueError) as exc:

@@ -53,8 +53,11 @@ class Result:
         Positive nodal quadrature weights (Å³); ``Σ w_i e_i`` reproduces each component.
     fields : dict of str -> (n,) arrays
         ``rho`` (e/Å³), ``phi`` (electrostatic potential, V), ``v_hartree`` and ``v_local``
-        (eV), ``energy_density`` (total, eV/Å³) and ``energy_density_<term>`` for each component
-        and ``electrostatic`` (eV/Å³), ``vw_laplacian_shift`` (eV/Å³; laplacian − gradient gauge).
+        (eV), ``energy_density`` (total = tf + vw + xc + electrostatic, eV/Å³) and
+        ``energy_density_<term>`` for each component and ``electrostatic`` (eV/Å³),
+        ``vw_laplacian_shift`` (eV/Å³; laplacian − gradient gauge). The electrostatic field is
+        the local screened potential form; the hartree, electron_ion and ewald fields partition
+        the components and integrate to them (see :mod:`fedft._fields`).
     mesh : meshes.PeriodicMesh
         The finite-element mesh (in **bohr**, as the solver uses it).
     converged : bool
@@ -68,6 +71,11 @@ class Result:
         Wall time (s) per stage.
     pseudopotentials : dict
         Symbol -> {spec, digest} of each pseudopotential.
+    electrostatic_uniform : float
+        The uniform part ``c`` of the electrostatic energy density (eV/Å³, included in
+        ``energy_density_electrostatic``): what the local smeared-ion form leaves to a constant
+        (point-ion vs Gaussian-ion and G = 0 conventions, which cancel for a neutral cell, and
+        discretisation errors); small compared with the field.
     """
 
     atoms: Atoms
@@ -86,6 +94,7 @@ class Result:
     history: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     pseudopotentials: dict = field(default_factory=dict)
+    electrostatic_uniform: float = 0.0
     converged: bool = True
 
     @property
@@ -181,7 +190,9 @@ def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
         fields[f"energy_density_{term}"] = f[f"e_{term}"] * _ENERGY_DENSITY
     if gauge == "laplacian":
         fields["energy_density_vw"] = fields["energy_density_vw"] + fields["vw_laplacian_shift"]
-    fields["energy_density"] = sum(fields[f"energy_density_{t}"] for t in TERMS)
+    # total = kinetic + xc + the local (screened potential-form) electrostatics
+    fields["energy_density"] = sum(fields[f"energy_density_{t}"]
+                                   for t in ("tf", "vw", "xc", "electrostatic"))
     comps = {k: v * HARTREE for k, v in gs.components.items()}
     wrapped = atoms.copy()
     wrapped.positions = gs.system.positions * BOHR
@@ -204,4 +215,5 @@ def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
         timings=gs.timings,
         pseudopotentials={s: {"spec": str(p.spec), "digest": p.digest}
                           for s, p in zip(gs.system.species_symbols, gs.system.pseudos)},
+        electrostatic_uniform=float(gs.es_uniform) * _ENERGY_DENSITY,
     )

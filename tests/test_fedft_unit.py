@@ -149,6 +149,23 @@ def test_energy_density_integrates_to_each_component(fast_result):
     assert np.abs(lap - r.energy_density()).max() > 1e-3  # the gauges really differ
 
 
+def test_screened_electrostatic_density_is_local(fast_result):
+    """The electrostatic energy density is the screened potential form: its uniform remainder
+    (point-ion vs Gaussian-ion and G = 0 conventions, which cancel analytically for a neutral
+    cell) is a tiny part of the electrostatic energy, unlike the point-ion Ewald spread whose
+    per-atom energies are long-ranged; the total is kinetic + xc + this field."""
+    r = fast_result
+    c_total = r.electrostatic_uniform * r.atoms.get_volume()  # eV
+    print(f"uniform part of the electrostatic density: {c_total / len(r.atoms):.2e} eV/atom "
+          f"of {r.components['electrostatic'] / len(r.atoms):.3f} eV/atom")
+    assert abs(c_total) < 1e-2 * abs(r.components["electrostatic"])
+    es = r.energy_density("electrostatic")
+    parts = sum(r.energy_density(t) for t in ("hartree", "electron_ion", "ewald"))
+    assert np.abs(es - parts).max() > 1.0  # a different field with the same integral
+    total = sum(r.energy_density(t) for t in ("tf", "vw", "xc", "electrostatic"))
+    assert np.allclose(r.energy_density(), total, rtol=0, atol=1e-10)
+
+
 def test_laplacian_gauge_shift_is_minus_lambda_over_8_laplacian_of_density(al_primitive):
     """Independent check of the weak Laplacian: central finite differences (h = 0.2 Å) of the
     interpolated density at random points."""
@@ -340,3 +357,23 @@ def test_cli_not_converged_writes_strict_json_and_exits_3(tmp_path, capsys):
     assert "not converged" in capsys.readouterr().err
     data = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
     assert data["converged"] is False and len(data["history"]) == 3
+
+
+def test_point_ion_energy_in_ase_units(fast_result):
+    """The public ASE-unit Ewald wrapper reproduces the result's ewald component, its per-atom
+    energies sum to it, its forces are −dE/dR, and bad input is refused."""
+    r = fast_result
+    energy, per_atom, forces = fedft.point_ion_energy(r.atoms, {"Al": 3.0})
+    assert energy == pytest.approx(r.components["ewald"], rel=1e-12)
+    assert per_atom.sum() == pytest.approx(energy, rel=1e-12)
+    h = 1e-4
+    moved = [r.atoms.copy(), r.atoms.copy()]
+    moved[0].positions[1, 0] += h
+    moved[1].positions[1, 0] -= h
+    fd = -(fedft.point_ion_energy(moved[0], [3.0] * 4)[0]
+           - fedft.point_ion_energy(moved[1], [3.0] * 4)[0]) / (2 * h)
+    assert forces[1, 0] == pytest.approx(fd, rel=1e-6, abs=1e-6)
+    with pytest.raises(fedft.StructureError, match="no ion charge"):
+        fedft.point_ion_energy(r.atoms, {"Cu": 11.0})
+    with pytest.raises(fedft.StructureError, match="one value per atom"):
+        fedft.point_ion_energy(r.atoms, [3.0])

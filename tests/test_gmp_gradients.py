@@ -141,12 +141,13 @@ def test_direct_double_backward_gradgradcheck():
     assert torch.autograd.gradgradcheck(f, (pos, pts), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_fft_grid_jacobian_matches_finite_differences():
+@pytest.mark.parametrize("norm", ["sqrt", "square"])
+def test_fft_grid_jacobian_matches_finite_differences(norm):
     """The analytic batched Jacobian of the FFT path equals central differences of the
     features, column 3a + x for coordinate x of atom a."""
     rng = np.random.default_rng(7)
     atoms = _structure("periodic", rng)
-    feat = GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.2], GPSP)
+    feat = GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.2], GPSP, norm=norm)
     shape = (5, 6, 7)
     pos = atoms.positions.copy()
     g, jac = feat.features_grid_jacobian(pos, atoms.numbers, atoms.cell.array, atoms.pbc, shape)
@@ -182,3 +183,31 @@ def test_match_grid_recognises_mesh_nodes_and_rejects_others():
     assert match_grid(pts[1:], cell) is None
     assert match_grid(np.vstack([pts, pts[:1]]), cell) is None
     assert match_grid(pts + 0.01, cell) is None
+
+
+def test_square_norm_is_the_square_of_the_sqrt_norm_and_smooth():
+    """norm="square" gives G_l² (direct and FFT paths); at a nucleus, where the l >= 1
+    multipoles vanish, its gradient along a line through the atom is continuous (no cusp)."""
+    rng = np.random.default_rng(8)
+    atoms = _structure("periodic", rng)
+    kw = dict(orders=[-1, 0, 1, 2], sigmas=[0.5, 1.2], pseudodensity=GPSP)
+    f_sqrt, f_sq = GMPFeaturizer(**kw), GMPFeaturizer(**kw, norm="square")
+    pts = rng.random((20, 3)) @ atoms.cell.array
+    a, b = f_sqrt.features(atoms, pts), f_sq.features(atoms, pts)
+    assert torch.allclose(b[:, 0], a[:, 0])  # order -1 unchanged
+    assert torch.allclose(b[:, 1:], a[:, 1:] ** 2, rtol=1e-10, atol=1e-14)
+    ga, gb = f_sqrt.features_grid(atoms, (5, 6, 7)), f_sq.features_grid(atoms, (5, 6, 7))
+    assert torch.allclose(gb[:, 1:], ga[:, 1:] ** 2, rtol=1e-10, atol=1e-14)
+    # a lone atom: every l >= 1 multipole vanishes at the nucleus; the one-sided difference
+    # quotient of G_1 there is a constant (cusp) for sqrt and vanishes like h for square
+    atom = Atoms("Al", positions=[[0.0, 0.0, 0.0]])
+    line = np.outer([0.0, 1e-3, 2e-3], [1.0, 0.0, 0.0])
+    for feat in (f_sqrt, f_sq):
+        g = feat.features(atom, line)[:, 3].numpy()  # l = 1, smallest sigma
+        q1, q2 = (g[1] - g[0]) / 1e-3, (g[2] - g[0]) / 2e-3
+        if feat.norm == "sqrt":
+            assert q1 > 1e-3 and q2 == pytest.approx(q1, rel=1e-3)
+        else:
+            assert q2 == pytest.approx(2 * q1, rel=1e-3)
+    with pytest.raises(Exception, match="norm must be one of"):
+        GMPFeaturizer(**kw, norm="abs")
