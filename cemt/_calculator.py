@@ -194,8 +194,13 @@ class CemtCalculator(Calculator):
         self._check_structure(atoms)
         want_forces = "forces" in properties
         if self.is_grid:
-            pts, w = self.reference_points(atoms)
-            energy, forces = self.model.energy_forces(atoms, pts, w, forces=want_forces)
+            # one evaluation per rigidly shifted copy of the nodes (each a uniform grid, so
+            # the features come from the FFT path), averaged
+            nodes, weights, offsets = self._mesh(atoms.cell.array)
+            runs = [self.model.energy_forces(atoms, nodes + off, weights, forces=want_forces)
+                    for off in offsets]
+            energy = float(np.mean([e for e, _ in runs]))
+            forces = np.mean([f for _, f in runs], axis=0) if want_forces else None
         else:
             energy, forces = self.model.energy_forces(atoms, forces=want_forces)
         self.results["energy"] = float(energy)

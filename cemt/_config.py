@@ -108,6 +108,10 @@ SCHEMA = {
         "dtype": ("float32", _one_of("float32", "float64"),
                   "Precision of features and network: float32 or float64."),
         "bond_cutoff": (3.0, _positive_number, "Bond length cutoff, Å (bond model)."),
+        "grid_quadrature": ("trapezoid", _one_of("trapezoid", "nodal"),
+                            "Grid model energy quadrature: trapezoid (weight V/N on the uniform "
+                            "node grid of a periodic mesh; smallest egg-box) or nodal (the "
+                            "dataset's nodal weights)."),
     },
     "features": {
         "orders": ([-1, 0, 1, 2, 3, 4], _int_list, "GMP orders (-1: model density; 0..10)."),

@@ -21,6 +21,7 @@ the result is the untruncated lattice sum. Everything is differentiable w.r.t. a
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ import torch
 from ._errors import StructureError
 from ._neighbors import Structure
 
-__all__ = ["grid_points", "match_grid", "fft_grid_features"]
+__all__ = ["grid_points", "match_grid", "GridMatch", "fft_grid_features"]
 
 
 def grid_points(cell, shape, shift=None) -> np.ndarray:
@@ -56,11 +57,20 @@ def grid_points(cell, shape, shift=None) -> np.ndarray:
     return pts
 
 
-def match_grid(points, cell, tol: float = 1e-6):
+class GridMatch(NamedTuple):
+    """A point set recognised as a uniform periodic grid (:func:`match_grid`)."""
+
+    shape: tuple  # (N1, N2, N3)
+    index: np.ndarray  # (P,) row of each point in grid_points(cell, shape, shift)
+    shift: np.ndarray  # (3,) Cartesian origin of the grid, Å
+
+
+def match_grid(points, cell, tol: float = 1e-6) -> GridMatch | None:
     """Recognise ``points`` as a complete uniform periodic grid of ``cell``.
 
     The nodes of a :class:`meshes.PeriodicMesh` (P1 vertices, or P2 nodes, which fill the grid
-    of half the spacing) are such a grid, so their features can be computed by FFT.
+    of half the spacing), rigidly shifted or not, are such a grid, so their features can be
+    computed by FFT.
 
     Parameters
     ----------
@@ -73,11 +83,11 @@ def match_grid(points, cell, tol: float = 1e-6):
 
     Returns
     -------
-    (shape, index) or None
-        ``shape`` (N1, N2, N3) and ``index`` (P,) into the C-ordered rows of
-        :func:`grid_points` ``(cell, shape)`` such that ``grid_points(...)[index]`` equals
-        ``points`` modulo lattice vectors; None when the points are not such a grid (missing,
-        repeated or off-grid points, or an offset origin).
+    GridMatch or None
+        ``shape`` (N1, N2, N3), ``index`` (P,) into the C-ordered rows of
+        :func:`grid_points` ``(cell, shape, shift)`` such that ``grid_points(...)[index]``
+        equals ``points`` modulo lattice vectors, and the grid's origin ``shift`` (Å); None
+        when the points are not such a grid (missing, repeated or off-grid points).
     """
     pts = np.asarray(points, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
@@ -87,25 +97,28 @@ def match_grid(points, cell, tol: float = 1e-6):
         frac = np.linalg.solve(cell.T, pts.T).T
     except np.linalg.LinAlgError:
         return None
-    frac = np.mod(frac, 1.0)
-    shape, index = [], []
+    rel = np.mod(frac - frac[0], 1.0)  # the same grid with its origin at the first point
+    shape, index, origin = [], [], np.zeros(3)
     for k in range(3):
-        f = np.unique(np.round(frac[:, k], 9))
+        f = np.unique(np.round(rel[:, k], 9))
         f = f[f < 1.0 - 1e-9]
         n = int(f.size)
-        if n == 0:
+        j = rel[:, k] * n
+        if n == 0 or np.max(np.abs(j - np.rint(j))) > tol * max(n, 1):
             return None
-        j = frac[:, k] * n
-        if np.max(np.abs(j - np.rint(j))) > tol * max(n, 1):
-            return None
+        # origin in [0, 1/n): the first point sits at (j0 + origin) / n
+        j0 = np.floor(np.mod(frac[0, k], 1.0) * n + 1e-9)
+        origin[k] = np.mod(frac[0, k], 1.0) - j0 / n
+        if origin[k] < 0:
+            origin[k] = 0.0
         shape.append(n)
-        index.append(np.mod(np.rint(j).astype(np.int64), n))
+        index.append(np.mod(np.rint(j).astype(np.int64) + int(j0), n))
     if int(np.prod(shape)) != pts.shape[0]:
         return None
     flat = np.ravel_multi_index(tuple(index), tuple(shape))
     if np.unique(flat).size != flat.size:
         return None
-    return tuple(shape), flat
+    return GridMatch(tuple(shape), flat, origin @ cell)
 
 
 def _check_shape(shape) -> tuple[int, int, int]:

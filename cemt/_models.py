@@ -400,9 +400,31 @@ class CemtModel(nn.Module, abc.ABC):
 
 class GridModel(CemtModel):
     """Grid-centred model: mesh nodes with quadrature weights, fixed in space;
-    ``E = Σ_i w_i ε(G(r_i))`` with ε an energy density (eV/Å³). See :class:`CemtModel`."""
+    ``E = Σ_i w_i ε(G(r_i))`` with ε an energy density (eV/Å³). See :class:`CemtModel`.
+
+    Parameters
+    ----------
+    features : dict
+    quadrature : {"trapezoid", "nodal"}, default "trapezoid"
+        ``"trapezoid"``: when the points are a complete uniform grid of a periodic cell (the
+        nodes of a ``meshes`` periodic mesh, P1 or P2), every weight is ``V/N``: the trapezoid
+        rule, spectrally accurate for the smooth periodic fields of a model on smooth
+        features, so the energy hardly ripples when the atoms move against the grid. The P2
+        nodal weights instead alternate between node types and integrate such fields only as
+        well as the coarser sub-lattices do (measured: ~6 meV/atom egg-box against 0.4 with
+        the trapezoid rule on the same 0.19 Å nodes). Other points keep the given weights.
+        ``"nodal"``: always the given weights.
+    **kwargs
+        As :class:`CemtModel`.
+    """
 
     kind = "grid"
+
+    def __init__(self, features: dict, quadrature: str = "trapezoid", **kwargs) -> None:
+        if quadrature not in ("trapezoid", "nodal"):
+            raise ConfigError(f"quadrature must be 'trapezoid' or 'nodal', got {quadrature!r}")
+        super().__init__(features, **kwargs)
+        self.settings["quadrature"] = quadrature
 
     def points_and_weights(self, positions, atoms, points=None, weights=None):
         if points is None or weights is None:
@@ -410,11 +432,13 @@ class GridModel(CemtModel):
                                  "quadrature weights (n,) Å³, e.g. a dataset record's "
                                  "points and weights")
         pts = np.asarray(points, dtype=np.float64)
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64), dtype=self.torch_dtype)
+        w = np.asarray(weights, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3 or w.shape != (pts.shape[0],):
             raise StructureError(f"points must be (n, 3) and weights (n,), got "
-                                 f"{pts.shape} and {tuple(w.shape)}")
-        return pts, w
+                                 f"{pts.shape} and {w.shape}")
+        if self.settings["quadrature"] == "trapezoid" and self._grid_of(atoms, pts) is not None:
+            w = np.full(pts.shape[0], abs(atoms.get_volume()) / pts.shape[0])
+        return pts, torch.as_tensor(w, dtype=self.torch_dtype)
 
     @staticmethod
     def _grid_of(atoms, pts):
@@ -430,10 +454,9 @@ class GridModel(CemtModel):
         match = self._grid_of(atoms, pts)
         if match is None:
             return super()._featurize(pos, atoms, pts)
-        shape, index = match
         g = self.featurizer.features_grid_torch(pos, atoms.numbers, atoms.cell.array,
-                                                atoms.pbc, shape)
-        return g[torch.as_tensor(index, device=g.device)]
+                                                atoms.pbc, match.shape, shift=match.shift)
+        return g[torch.as_tensor(match.index, device=g.device)]
 
     def structure_tensors(self, atoms, points=None, weights=None, jacobian: bool = True) -> dict:
         """As :meth:`CemtModel.structure_tensors`; on a uniform periodic grid the features and
@@ -445,16 +468,16 @@ class GridModel(CemtModel):
             return super().structure_tensors(atoms, points, weights, jacobian=jacobian)
         pos, cell, pbc = self._prepare(atoms)
         _, w = self.points_and_weights(pos, atoms, pts, weights)
-        shape, index = match
-        idx = torch.as_tensor(index)
+        idx = torch.as_tensor(match.index)
         out = {"weights": w.detach(), "jacobian": None, "dweights": None}
         with torch.no_grad():
             if jacobian:
-                g, jac = self.featurizer.features_grid_jacobian(pos, atoms.numbers, cell, pbc,
-                                                                shape)
+                g, jac = self.featurizer.features_grid_jacobian(
+                    pos, atoms.numbers, cell, pbc, match.shape, shift=match.shift)
                 out["jacobian"] = jac[idx]
             else:
-                g = self.featurizer.features_grid_torch(pos, atoms.numbers, cell, pbc, shape)
+                g = self.featurizer.features_grid_torch(pos, atoms.numbers, cell, pbc,
+                                                        match.shape, shift=match.shift)
         out["features"] = g[idx]
         return out
 
@@ -506,4 +529,6 @@ def build_model(config: dict) -> CemtModel:
     if kind == "bond":
         return BondModel(cfg["features"], bond_cutoff=3.0 if bond_cutoff is None
                          else bond_cutoff, **kwargs)
+    if kind == "grid":  # files written before the setting existed used the given weights
+        return GridModel(cfg["features"], quadrature=cfg.get("quadrature") or "nodal", **kwargs)
     return MODEL_KINDS[kind](cfg["features"], **kwargs)

@@ -249,6 +249,7 @@ class Trainer:
         self.model = build_model({"kind": mcfg["kind"], "features": features,
                                   "widths": mcfg["widths"], "activation": mcfg["activation"],
                                   "dtype": mcfg["dtype"], "bond_cutoff": mcfg["bond_cutoff"],
+                                  "quadrature": mcfg["grid_quadrature"],
                                   "data_spec": spec})
         for rec in val_records:
             self.model.check_elements(rec.atoms.numbers)

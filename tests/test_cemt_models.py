@@ -123,3 +123,29 @@ def test_grid_model_on_mesh_nodes_uses_fft_path_consistently(features):
     fd = -(model.energy_forces(moved[0], pts, w, forces=False)[0]
            - model.energy_forces(moved[1], pts, w, forces=False)[0]) / (2 * h)
     assert forces[1, 2] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+def test_grid_quadrature_trapezoid_on_mesh_grids(features):
+    """On the P2 nodes of a periodic mesh the trapezoid quadrature weighs every node V/N
+    (the nodal weights alternate between node types); other points keep their weights, and
+    model files without the setting keep the nodal weights."""
+    from meshes import periodic_mesh
+
+    atoms = _structure()
+    mesh = periodic_mesh(atoms.cell.array, (3, 3, 5), order=2)
+    pts, w = mesh.dof_positions, mesh.nodal_weights
+    assert np.ptp(w) > 0.1 * w.mean()
+    trap = cemt.build_model({**_model("grid", features).config, "quadrature": "trapezoid"})
+    assert trap.settings["quadrature"] == "trapezoid"
+    _, wt = trap.points_and_weights(None, atoms, pts, w)
+    assert np.allclose(wt.numpy(), atoms.get_volume() / len(pts))
+    _, wr = trap.points_and_weights(None, atoms, pts[:-1], w[:-1])  # not a complete grid
+    assert np.allclose(wr.numpy(), w[:-1])
+    config = dict(trap.config)
+    del config["quadrature"]
+    old = cemt.build_model(config)
+    assert old.settings["quadrature"] == "nodal"
+    _, wn = old.points_and_weights(None, atoms, pts, w)
+    assert np.allclose(wn.numpy(), w)
+    with pytest.raises(cemt.ConfigError, match="quadrature"):
+        cemt.GridModel(features, quadrature="gauss")

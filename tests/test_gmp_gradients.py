@@ -175,14 +175,21 @@ def test_match_grid_recognises_mesh_nodes_and_rejects_others():
     cell = np.array([[4.0, 0.0, 0.0], [0.8, 3.7, 0.0], [0.3, 0.5, 4.4]])
     for order in (1, 2):
         nodes = periodic_mesh(cell, (3, 4, 5), order=order).dof_positions
-        shape, index = match_grid(nodes, cell)
-        assert shape == tuple(order * n for n in (3, 4, 5))
+        shape, index, shift = match_grid(nodes, cell)
+        assert shape == tuple(order * n for n in (3, 4, 5)) and np.allclose(shift, 0)
         assert np.allclose(grid_points(cell, shape)[index], nodes, atol=1e-10)
+        # a rigidly shifted copy (the calculator's random shifts) is the same grid, offset
+        offset = np.array([0.13, -0.31, 0.07])
+        m = match_grid(nodes + offset, cell)
+        assert m.shape == shape
+        back = grid_points(cell, shape, m.shift)[m.index] - (nodes + offset)
+        frac = np.linalg.solve(cell.T, back.T).T
+        assert np.allclose(frac, np.rint(frac), atol=1e-9)  # equal up to lattice vectors
     pts = grid_points(cell, (4, 4, 4))
-    assert match_grid(pts, cell)[0] == (4, 4, 4)
+    assert match_grid(pts, cell).shape == (4, 4, 4)
     assert match_grid(pts[1:], cell) is None
     assert match_grid(np.vstack([pts, pts[:1]]), cell) is None
-    assert match_grid(pts + 0.01, cell) is None
+    assert match_grid(np.vstack([pts, pts + 0.01]), cell) is None
 
 
 def test_square_norm_is_the_square_of_the_sqrt_norm_and_smooth():
