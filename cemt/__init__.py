@@ -14,6 +14,7 @@ from ._data import (StructureTensors, build_tensors, check_compatible, dataset_s
 from ._config import default_config, default_config_text, load_config, resolve_config
 from ._train import Trainer, load_model, save_model, train
 from ._evaluate import evaluate
+from ._compare import ReportError, compare
 from ._curves import first_reaching, learning_curve, plot_learning_curve
 from ._calculator import CemtCalculator
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
@@ -79,5 +80,7 @@ __all__ = [
     "save_model",
     "load_model",
     "evaluate",
+    "compare",
+    "ReportError",
     "CemtCalculator",
 ]

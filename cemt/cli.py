@@ -1,4 +1,5 @@
-"""The ``cemt`` command: ``cemt train CONFIG.yaml`` and ``cemt evaluate MODEL DATA.h5``."""
+"""The ``cemt`` command: ``cemt train CONFIG.yaml``, ``cemt evaluate MODEL DATA.h5``,
+``cemt curve ...`` and ``cemt compare MODEL DATA.h5 -o REPORT_DIR``."""
 
 from __future__ import annotations
 
@@ -59,6 +60,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="at most this many epochs per run (default 500)")
     c.add_argument("-o", "--output", default="cemt-curve", help="output directory")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r = sub.add_parser(
+        "compare", help="report where and how a model departs from the DFT labels",
+        description="Write a report directory: metrics.csv/.md (per structure and overall: "
+        "energy error, force MAE and max error, and for the grid model density and "
+        "energy-density NMAE and max errors), parity plots and error histograms, slice "
+        "pictures (DFT | model | difference of rho and the energy density) and XDMF field "
+        "files for ParaView for the first --slices structures (grid model), summary.json and "
+        "report.html. The report is built beside REPORT_DIR and renamed into place at the end; "
+        "an existing REPORT_DIR is replaced only if it is empty or an earlier cemt compare "
+        "report.")
+    r.add_argument("model", help="model file (model.pt of a training run)")
+    r.add_argument("data", help="fedft dataset (HDF5)")
+    r.add_argument("-o", "--output", required=True, metavar="REPORT_DIR",
+                   help="report directory (its parent must exist)")
+    r.add_argument("--select", metavar="START:STOP",
+                   help="compare only these dataset positions (as in cemt evaluate); "
+                        "default all")
+    r.add_argument("--slices", type=int, default=3, metavar="N",
+                   help="structures that get slice pictures and XDMF field files "
+                        "(grid model; default 3)")
+    r.add_argument("--curve", metavar="PATH",
+                   help="curve.json written by cemt curve (or its directory): add the "
+                        "learning curve to the report")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -154,6 +179,18 @@ def main(argv=None) -> int:
                 print(f"energy-density NMAE:  {_fmt(m['energy_density_nmae_pct'], '%')}")
         elif args.command == "curve":
             _curve(args)
+        elif args.command == "compare":
+            from ._compare import compare
+            s = compare(args.model, args.data, args.output, select=args.select,
+                        max_slices=args.slices, curve=args.curve,
+                        progress=not args.no_progress)
+            m = s["overall"]
+            print(f"structures:           {m['n_structures']}")
+            print(f"energy MAE:           {_fmt(m['energy_mae_mev_atom'], 'meV/atom')}")
+            print(f"force MAE:            {_fmt(m['force_mae_mev_A'], 'meV/Å')}")
+            print(f"density NMAE:         {_fmt(m['density_nmae_pct'], '%')}")
+            print(f"energy-density NMAE:  {_fmt(m['energy_density_nmae_pct'], '%')}")
+            print(f"report: {Path(s['output']) / 'report.html'}")
     except (CemtError, fedft.FedftError) as exc:
         print(f"cemt {args.command}: error: {exc}", file=sys.stderr)
         return 1
