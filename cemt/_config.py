@@ -108,6 +108,11 @@ SCHEMA = {
         "dtype": ("float32", _one_of("float32", "float64"),
                   "Precision of features and network: float32 or float64."),
         "bond_cutoff": (3.0, _positive_number, "Bond length cutoff, Å (bond model)."),
+        "reference": ("fit", _one_of("fit", "none"),
+                      "Grid model trained on fields: fit: learn the energy density on top of a "
+                      "fixed per-element radial reference (Gaussians fitted to the training "
+                      "fields), which carries the deep peaks on the nuclei and no force; none: "
+                      "learn the whole field."),
         "grid_quadrature": ("trapezoid", _one_of("trapezoid", "nodal"),
                             "Grid model energy quadrature: trapezoid (weight V/N on the uniform "
                             "node grid of a periodic mesh; smallest egg-box) or nodal (the "

@@ -244,7 +244,11 @@ class StructureTensors:
     jacobian : torch.Tensor (P, F, 3 n_atoms) or None
     dweights : torch.Tensor (P, 3 n_atoms) or None
     energy_density, density : torch.Tensor (P,) or None
-        Field targets at the points (grid model), eV/Å³ and e/Å³.
+        Field targets at the points (grid model), eV/Å³ and e/Å³. With a reference energy
+        density (:mod:`cemt._reference`) ``energy``, ``forces`` and ``energy_density`` are the
+        labels minus the reference's share, which is kept in ``reference``.
+    reference : torch.Tensor (P,) or None
+        The reference energy density at the points, eV/Å³.
     """
 
     key: str
@@ -257,6 +261,7 @@ class StructureTensors:
     dweights: torch.Tensor | None = None
     energy_density: torch.Tensor | None = None
     density: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
 
     @property
     def n_points(self) -> int:
@@ -320,12 +325,20 @@ def build_tensors(model, records, jacobian: bool, progress: bool = False) -> lis
             if key is not None:
                 _TENSOR_CACHE[key] = t
         fields = {}
+        energy, forces = float(rec.energy), np.asarray(rec.forces, dtype=np.float64)
+        ref = model.reference_terms(rec.atoms, rec.points, rec.weights) if grid else None
+        if ref is not None:  # the network learns the labels minus the fixed reference
+            energy, forces = energy - ref["energy"], forces - ref["forces"]
+            fields["reference"] = ref["field"].to(dtype)
         if grid and all(n in rec.fields for n in TARGET_FIELDS):
-            fields = {"energy_density": torch.as_tensor(rec.fields["energy_density"], dtype=dtype),
-                      "density": torch.as_tensor(rec.fields["rho"], dtype=dtype)}
+            eps = np.asarray(rec.fields["energy_density"], dtype=np.float64)
+            if ref is not None:
+                eps = eps - ref["field"].numpy()
+            fields.update(energy_density=torch.as_tensor(eps, dtype=dtype),
+                          density=torch.as_tensor(rec.fields["rho"], dtype=dtype))
         out.append(StructureTensors(
-            key=rec.key, n_atoms=len(rec.atoms), energy=float(rec.energy),
-            forces=torch.as_tensor(np.asarray(rec.forces, dtype=np.float64), dtype=dtype),
+            key=rec.key, n_atoms=len(rec.atoms), energy=energy,
+            forces=torch.as_tensor(forces, dtype=dtype),
             features=t["features"], weights=t["weights"], jacobian=t["jacobian"],
             dweights=t["dweights"], **fields))
     logger.info("featurized %d structures (%d points)", len(out), sum(s.n_points for s in out))

@@ -278,12 +278,18 @@ class CemtModel(nn.Module, abc.ABC):
             pts, w = self.points_and_weights(pos, atoms, points, weights)
             g = self._featurize(pos, atoms, pts)
             eps, _ = self(g)
+            eps = eps + self._reference(pos, atoms, pts)
             energy = (w.to(torch.float64) * eps.to(torch.float64)).sum()
             f = None
             if forces:
                 (grad,) = torch.autograd.grad(energy, pos)
                 f = -grad.detach().to(torch.float64).numpy()
         return float(energy.detach()), f
+
+    def _reference(self, pos: torch.Tensor, atoms, pts):
+        """Fixed reference added to the network's energy output at ``pts`` (0 here; see
+        :class:`GridModel`)."""
+        return 0.0
 
     def _featurize(self, pos: torch.Tensor, atoms, pts) -> torch.Tensor:
         """Features of the points ``pts`` (differentiable w.r.t. ``pos``)."""
@@ -393,8 +399,10 @@ class CemtModel(nn.Module, abc.ABC):
         """
         pos, _, _ = self._prepare(atoms)
         with torch.no_grad():
-            g = self._featurize(pos, atoms, np.asarray(points, dtype=np.float64))
+            pts = np.asarray(points, dtype=np.float64)
+            g = self._featurize(pos, atoms, pts)
             eps, rho = self(g)
+            eps = eps + self._reference(pos, atoms, pts)
         return eps.to(torch.float64).numpy(), rho.to(torch.float64).numpy()
 
 
@@ -420,11 +428,54 @@ class GridModel(CemtModel):
 
     kind = "grid"
 
-    def __init__(self, features: dict, quadrature: str = "trapezoid", **kwargs) -> None:
+    def __init__(self, features: dict, quadrature: str = "trapezoid",
+                 reference: dict | None = None, **kwargs) -> None:
         if quadrature not in ("trapezoid", "nodal"):
             raise ConfigError(f"quadrature must be 'trapezoid' or 'nodal', got {quadrature!r}")
         super().__init__(features, **kwargs)
         self.settings["quadrature"] = quadrature
+        self.settings["reference"] = reference
+        self._ref_feat = None
+        if reference is not None:
+            from ._reference import reference_featurizer
+            # float64 whatever the network's dtype: the reference is large (tens of eV/Å³) and
+            # its integral must be exact to far below the model's error
+            self._ref_feat = reference_featurizer(reference, torch.float64)
+
+    def _reference(self, pos, atoms, pts):
+        """``ε_ref`` at ``pts`` (eV/Å³, differentiable w.r.t. ``pos``), or 0 without a
+        reference (:mod:`cemt._reference`)."""
+        if self._ref_feat is None:
+            return 0.0
+        match = self._grid_of(atoms, pts)
+        cell, pbc = atoms.cell.array, atoms.pbc
+        pos = pos.to(torch.float64)
+        if match is None:
+            return self._ref_feat.features_torch(pos, atoms.numbers, cell, pbc, points=pts)[:, 0]
+        g = self._ref_feat.features_grid_torch(pos, atoms.numbers, cell, pbc, match.shape,
+                                               shift=match.shift)[:, 0]
+        return g[torch.as_tensor(match.index, device=g.device)]
+
+    def reference_terms(self, atoms, points, weights) -> dict | None:
+        """The reference's share of one structure's labels (None without a reference).
+
+        Returns
+        -------
+        dict
+            ``field`` (P,) eV/Å³ at the points, ``energy`` (eV, with the model's quadrature)
+            and ``forces`` (n_atoms, 3) eV/Å (≈ 0: the reference moves rigidly with the atoms).
+        """
+        if self._ref_feat is None:
+            return None
+        pos, _, _ = self._prepare(atoms)
+        with torch.enable_grad():
+            pos = pos.to(torch.float64).clone().requires_grad_(True)
+            pts = np.asarray(points, dtype=np.float64)
+            _, w = self.points_and_weights(pos, atoms, pts, weights)
+            ref = self._reference(pos, atoms, pts).to(torch.float64)
+            energy = (w.to(torch.float64) * ref).sum()
+            (grad,) = torch.autograd.grad(energy, pos)
+        return {"field": ref.detach(), "energy": float(energy.detach()), "forces": -grad.numpy()}
 
     def points_and_weights(self, positions, atoms, points=None, weights=None):
         if points is None or weights is None:
@@ -530,5 +581,6 @@ def build_model(config: dict) -> CemtModel:
         return BondModel(cfg["features"], bond_cutoff=3.0 if bond_cutoff is None
                          else bond_cutoff, **kwargs)
     if kind == "grid":  # files written before the setting existed used the given weights
-        return GridModel(cfg["features"], quadrature=cfg.get("quadrature") or "nodal", **kwargs)
+        return GridModel(cfg["features"], quadrature=cfg.get("quadrature") or "nodal",
+                         reference=cfg.get("reference"), **kwargs)
     return MODEL_KINDS[kind](cfg["features"], **kwargs)

@@ -149,3 +149,51 @@ def test_grid_quadrature_trapezoid_on_mesh_grids(features):
     assert np.allclose(wn.numpy(), w)
     with pytest.raises(cemt.ConfigError, match="quadrature"):
         cemt.GridModel(features, quadrature="gauss")
+
+
+def test_reference_energy_density_fit_and_model(features):
+    """fit_reference recovers a known radial reference from fields; a grid model with a
+    reference adds it to its energy density, its forces stay −dE/dR, and the reference's own
+    share of a structure's energy is a constant per atom with ~zero force."""
+    from types import SimpleNamespace
+
+    from meshes import periodic_mesh
+
+    from cemt._reference import REFERENCE_WIDTHS, evaluate_reference, fit_reference
+
+    atoms = _structure()
+    mesh = periodic_mesh(atoms.cell.array, (7, 7, 13), order=2)
+    pts, w = mesh.dof_positions, mesh.nodal_weights
+    true = {"Al": {"B": [5.0, -40.0, -20.0, 3.0, 0.5],
+                   "beta": [1 / s**2 for s in REFERENCE_WIDTHS]}}
+    field = evaluate_reference(true, atoms, pts) - 0.7
+    rec = SimpleNamespace(atoms=atoms, points=pts, weights=w, fields={"energy_density": field})
+    fitted = fit_reference([rec])
+    assert np.allclose(fitted["Al"]["B"], true["Al"]["B"], rtol=1e-6, atol=1e-6)
+
+    tiny = _model("grid", features)
+    model = cemt.build_model({**tiny.config, "quadrature": "trapezoid", "reference": fitted})
+    plain = cemt.build_model({**tiny.config, "quadrature": "trapezoid"})
+    for m in (model, plain):
+        m.load_state_dict(tiny.state_dict())
+        m.scaler.load_state_dict(tiny.scaler.state_dict())
+    e_ref = model.reference_terms(atoms, pts, w)
+    e, f = model.energy_forces(atoms, pts, w)
+    e0, f0 = plain.energy_forces(atoms, pts, w)
+    assert e == pytest.approx(e0 + e_ref["energy"], rel=1e-10)
+    assert np.allclose(f, f0 + e_ref["forces"], atol=1e-8)
+    assert np.abs(e_ref["forces"]).max() < 1e-4  # rigid peaks carry no force
+    shifted = atoms.copy()
+    shifted.positions += [0.11, -0.07, 0.05]
+    assert model.reference_terms(shifted, pts, w)["energy"] == pytest.approx(
+        e_ref["energy"], abs=1e-4 * len(atoms))
+    eps, _ = model.predict_fields(atoms, pts)
+    eps0, _ = plain.predict_fields(atoms, pts)
+    assert np.allclose(eps - eps0, e_ref["field"].numpy(), atol=1e-5)
+    h = 1e-4
+    moved = [atoms.copy(), atoms.copy()]
+    moved[0].positions[1, 1] += h
+    moved[1].positions[1, 1] -= h
+    fd = -(model.energy_forces(moved[0], pts, w, forces=False)[0]
+           - model.energy_forces(moved[1], pts, w, forces=False)[0]) / (2 * h)
+    assert f[1, 1] == pytest.approx(fd, rel=1e-5, abs=1e-7)

@@ -183,6 +183,15 @@ def test_fields_warmup_trains_fields_first(tmp_path, dataset):
     assert all("train_energy_density" in r for r in hist)
     assert [r["best"] for r in hist[:2]] == [False, False] and hist[2]["best"]
     assert (tmp_path / "out/model.pt").is_file()
+    # a grid model trained on fields learns them on top of a fitted reference, saved with it
+    model = cemt.load_model(tmp_path / "out/model.pt")
+    ref = model.settings["reference"]
+    assert set(ref) == {"Al"} and min(ref["Al"]["B"]) < 0  # the deep peaks on the nuclei
+    with fedft.read_dataset(dataset) as ds:
+        rec = ds.read(0)
+    eps, _ = model.predict_fields(rec.atoms, rec.points)
+    terms = model.reference_terms(rec.atoms, rec.points, rec.weights)
+    assert np.abs(eps - terms["field"].numpy()).max() < np.abs(terms["field"].numpy()).max()
 
 
 def test_two_process_data_parallel_matches_one_process(tmp_path, dataset):
