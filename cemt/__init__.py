@@ -16,7 +16,7 @@ from ._train import Trainer, load_model, save_model, train
 from ._evaluate import evaluate
 from ._compare import ReportError, compare
 from ._curves import first_reaching, learning_curve, plot_learning_curve
-from ._calculator import CemtCalculator
+from ._calculator import DEFAULT_SPACING, CemtCalculator
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
                              read_gpsp, write_gpsp)
 from ._free_atom import fedft_pseudodensities, free_atom_density
@@ -83,4 +83,5 @@ __all__ = [
     "compare",
     "ReportError",
     "CemtCalculator",
+    "DEFAULT_SPACING",
 ]

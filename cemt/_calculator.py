@@ -14,11 +14,12 @@ energy (eV) and forces (eV/Å) of any structure made of the model's elements.
   averages the egg-box ripple out; the energy stays a smooth, deterministic function of the
   atomic positions, and the forces are still exactly ``−dE/dR``. The mesh is cached while the
   cell, ``spacing`` and ``order`` do not change. Grid models need a fully periodic cell.
-  Measured (``tests/test_cemt_calculator.py``, an untrained random-weight grid model whose
-  energy density has a spread of 1 eV/Å³ on fcc Al, probe widths 0.5-1.5 Å): peak-to-peak
-  egg-box 76 meV/atom at the default 0.3 Å (P1), 24 with ``shifts=8``, 5 at 0.15 Å, 0.3 at
-  0.1 Å. The amplitude depends on how sharp the model's field is: measure it for a trained
-  model before choosing ``spacing`` and ``shifts``.
+  On a periodic cell the nodes form a uniform grid: features come from the FFT path and the
+  grid model's trapezoid quadrature weighs every node ``V/N``, so the cost hardly depends on
+  ``spacing``. Measured peak-to-peak egg-box (rigid translations of a 4-atom fcc Al cell, the
+  grid model trained on the GNH dataset, ``benchmarks/bench_eggbox.py``): 10.9 meV/atom at
+  0.3 Å (P1), 0.25 at 0.2 Å, 0.007 at the default 0.15 Å. The amplitude depends on how sharp
+  the model's field is: measure it for a new model before choosing ``spacing`` and ``shifts``.
 * **Atom and bond models** need no mesh; ``spacing``, ``order`` and ``shifts`` are ignored.
 """
 
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_SPACING", "CemtCalculator"]
 
 #: Default evaluation mesh spacing, Å: the largest sub-cube edge along each lattice vector of the
 #: P1 evaluation mesh (see :func:`meshes.periodic_mesh`).
-DEFAULT_SPACING = 0.3
+DEFAULT_SPACING = 0.15
 
 
 class CemtCalculator(Calculator):

@@ -50,7 +50,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def feature_settings(orders: Sequence[int], sigmas: Sequence[float], pseudodensity,
                      elements: Sequence[str], overlap_threshold: float = 1e-8,
-                     norm: str = "sqrt") -> dict:
+                     norm: str = "square") -> dict:
     """Self-contained featurizer settings to store in a model.
 
     Parameters
