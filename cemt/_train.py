@@ -524,7 +524,10 @@ def train(cfg: dict) -> dict:
         dist.init_process_group(backend)
         own_group = True
     try:
-        return Trainer(cfg).run()
+        summary = Trainer(cfg).run()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()  # every rank done (rank 0 writes last) before the group goes away
+        return summary
     finally:
         if own_group:
             dist.destroy_process_group()
