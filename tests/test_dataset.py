@@ -333,6 +333,21 @@ def test_existing_output_with_other_settings_is_refused_untouched(labelled, copy
     assert not (copy_of.parent / "copy.h5.shards").exists()
 
 
+def test_older_format_output_is_refused_untouched(copy_of):
+    """A file of dataset format 1 holds energy densities in the point-ion-spread convention:
+    extending it would mix conventions, so labelling refuses and leaves it as it was."""
+    import h5py
+
+    with h5py.File(copy_of, "r+") as fh:
+        fh.attrs["format_version"] = 1
+    digest = _sha(copy_of)
+    with fedft.read_dataset(copy_of) as ds:
+        assert ds.energy_density_form == "point-ion-spread"
+    with pytest.raises(fedft.DatasetMismatchError, match="older fedft"):
+        fedft.label([bulk("Al", "fcc", a=4.0)], copy_of, preset="fast")
+    assert _sha(copy_of) == digest
+
+
 def test_existing_non_dataset_output_is_refused_untouched(tmp_path):
     out = tmp_path / "notes.h5"
     out.write_text("my precious notes")
