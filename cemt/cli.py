@@ -91,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         "DIR/dataset.h5 (the last n_test of them held out), train the grid-centred model and "
         "the atom-centred baseline (DIR/grid, DIR/atom), compare both with DFT on the held-out "
         "structures (DIR/report-grid, DIR/report-atom) and write DIR/report.html and "
-        "DIR/summary.json. Without CONFIG it runs the built-in example (24 strained and "
-        "rattled 4-atom fcc Al cells, erf pseudopotential, a few minutes on 2 cores). Every "
+        "DIR/summary.json. Without CONFIG it runs the built-in example (32 strained and "
+        "rattled 4-atom fcc Al cells, 6 held out, erf pseudopotential, about 5 minutes on 2 "
+        "cores). Every "
         "configuration key: `cemt pipeline --template`. A rerun with the same configuration "
         "resumes: finished labels, trainings and reports are reused.")
     q.add_argument("config", nargs="?", help="YAML configuration (default: the built-in "
