@@ -479,8 +479,9 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 def _structures(cfg: dict) -> list:
     """The input structures (checked: periodic, elements with a pseudopotential and a
     pseudodensity, no duplicates)."""
-    import fedft
     from ase.build import bulk
+
+    import fedft
 
     s = cfg["structures"]
     gen = s["generate"]
@@ -596,8 +597,9 @@ def _sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------- stages
 def _label(structures: list, n_train: int, cfg: dict, path: Path, progress: bool) -> dict:
     """Label the training then the test structures into ``path``; check the split."""
-    import fedft
     from tqdm import tqdm
+
+    import fedft
 
     lab = cfg["labelling"]
     bar = tqdm(total=len(structures), desc="labelling", unit="structure",
@@ -660,19 +662,20 @@ def _training_finished(cfg: dict) -> bool:
     return epoch >= cfg["training"]["epochs"] or (stop is not None and bad >= stop)
 
 
-def _train(name: str, cfg: dict) -> dict:
+def _train(name: str, cfg: dict, stage) -> dict:
     from ._train import train
 
     if _training_finished(cfg):
-        logger.info("%s model: training in %s finished earlier; reused", name, cfg["output"])
+        stage(f"the {name} model in {cfg['output']} finished training earlier: reused")
         rows = (Path(cfg["output"]) / "metrics.jsonl").read_text().splitlines()
         return {"epochs": len(rows), "trained_now": False}
+    stage(f"training the {name} model into {cfg['output']}")
     summary = train(cfg)
     return {"epochs": summary["epochs"], "trained_now": True}
 
 
 def _compare(name: str, model: Path, data: Path, report: Path, select: str, slices: int,
-             previous: dict | None, progress: bool) -> dict:
+             previous: dict | None, progress: bool, stage) -> dict:
     """Run cemt.compare unless ``previous`` shows the same report of the same model file."""
     from ._compare import compare
 
@@ -682,8 +685,9 @@ def _compare(name: str, model: Path, data: Path, report: Path, select: str, slic
         with contextlib.suppress(OSError, ValueError, KeyError):
             s = json.loads((report / "summary.json").read_text())
             if s.get("format") == "cemt-compare-report":
-                logger.info("%s model: report %s is up to date; reused", name, report)
+                stage(f"the report {report} of the {name} model is up to date: reused")
                 return {"overall": s["overall"], "model_sha256": digest, "compared_now": False}
+    stage(f"comparing the {name} model with DFT on the test structures into {report}")
     s = compare(model, data, report, select=select, max_slices=slices, progress=progress)
     return {"overall": s["overall"], "model_sha256": digest, "compared_now": True}
 
@@ -730,8 +734,9 @@ def pipeline(config: dict | None = None, output=None, progress: bool = True,
     CemtError
         Training or comparison failed (e.g. a damaged checkpoint).
     """
-    import fedft
     import torch
+
+    import fedft
 
     t_start = time.perf_counter()
     user = copy.deepcopy(config) if config is not None else {}
@@ -770,8 +775,9 @@ def pipeline(config: dict | None = None, output=None, progress: bool = True,
 def _run(cfg: dict, structures: list, previous: dict | None, progress: bool,
          t_start: float) -> dict:
     """The four stages of :func:`pipeline` (the output directory is prepared)."""
-    import fedft
     from tqdm import tqdm
+
+    import fedft
 
     out = Path(cfg["output"])
     n, n_test = len(structures), cfg["n_test"]
@@ -796,21 +802,19 @@ def _run(cfg: dict, structures: list, previous: dict | None, progress: bool,
         if not progress:
             tcfg["training"]["progress"] = False
         t0 = time.perf_counter()
-        stage(f"training the {name} model into {out / name}")
         models[name] = {"kind": name, "labels": tcfg["training"]["labels"],
                         "model": f"{name}/model.pt", "metrics": f"{name}/metrics.csv",
-                        "report": f"report-{name}/report.html", **_train(name, tcfg)}
+                        "report": f"report-{name}/report.html", **_train(name, tcfg, stage)}
         seconds[f"train_{name}"] = time.perf_counter() - t0
     for name in MODELS:
         t0 = time.perf_counter()
-        stage(f"comparing the {name} model with DFT on the {n_test} test structures")
         prev = (previous or {}).get("models", {}).get(name)
         if prev is not None:
             prev = {**prev, "select": (previous.get("dataset") or {}).get("test_select"),
                     "slices": prev.get("slices")}
         slices = cfg["compare"]["slices"] if name == "grid" else 0
         c = _compare(name, out / name / "model.pt", dataset, out / f"report-{name}", select,
-                     slices, prev, progress)
+                     slices, prev, progress, stage)
         models[name].update(test=c["overall"], model_sha256=c["model_sha256"],
                             compared_now=c["compared_now"], slices=slices)
         seconds[f"compare_{name}"] = time.perf_counter() - t0
