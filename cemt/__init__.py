@@ -17,6 +17,8 @@ from ._evaluate import evaluate
 from ._compare import ReportError, compare
 from ._curves import first_reaching, learning_curve, plot_learning_curve
 from ._calculator import DEFAULT_SPACING, CemtCalculator
+from ._pipeline import (PipelineError, load_pipeline_config, pipeline, pipeline_config_text,
+                        resolve_pipeline_config)
 from ._pseudodensity import (ElementPseudodensity, PseudodensitySet, fit_pseudodensity,
                              read_gpsp, write_gpsp)
 from ._free_atom import fedft_pseudodensities, free_atom_density
@@ -84,4 +86,9 @@ __all__ = [
     "ReportError",
     "CemtCalculator",
     "DEFAULT_SPACING",
+    "pipeline",
+    "PipelineError",
+    "resolve_pipeline_config",
+    "load_pipeline_config",
+    "pipeline_config_text",
 ]
