@@ -34,6 +34,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from ._errors import ConfigError, StructureError
+from ._gmp_fft import grid_points
 from ._models import CemtModel, GridModel
 
 __all__ = ["DEFAULT_SPACING", "CemtCalculator"]
@@ -153,16 +154,24 @@ class CemtCalculator(Calculator):
                int(p["shifts"]), int(p["seed"]))
         if self._mesh_cache is not None and self._mesh_cache[0] == key:
             return self._mesh_cache[1]
-        from meshes import DegenerateCellError, periodic_mesh
+        from meshes import MeshError, divisions_for_spacing, periodic_mesh
         try:
-            mesh = periodic_mesh(cell, spacing=float(p["spacing"]), order=int(p["order"]))
-        except DegenerateCellError as exc:
+            if int(p["order"]) == 1:
+                # the P1 nodes of the periodic Kuhn mesh are the uniform grid of its
+                # divisions, each with the weight V/N: no need to build the mesh
+                divisions = divisions_for_spacing(cell, float(p["spacing"]))
+                nodes = grid_points(cell, divisions)
+                weights = np.full(len(nodes), abs(np.linalg.det(cell)) / len(nodes))
+            else:
+                mesh = periodic_mesh(cell, spacing=float(p["spacing"]), order=int(p["order"]))
+                divisions = mesh.divisions
+                nodes = np.asarray(mesh.dof_positions, dtype=np.float64)
+                weights = np.asarray(mesh.nodal_weights, dtype=np.float64)
+        except MeshError as exc:
             raise StructureError(f"cannot mesh the cell for the grid model: {exc}") from None
-        nodes = np.asarray(mesh.dof_positions, dtype=np.float64)
-        weights = np.asarray(mesh.nodal_weights, dtype=np.float64)
         # offsets uniform in one sub-cube of the mesh (fractional 1/divisions of the cell)
         frac = np.random.default_rng(int(p["seed"])).random((int(p["shifts"]), 3))
-        frac = frac / np.asarray(mesh.divisions, dtype=np.float64)
+        frac = frac / np.asarray(divisions, dtype=np.float64)
         offsets = np.vstack([np.zeros((1, 3)), frac @ np.asarray(cell, dtype=np.float64)])
         value = (nodes, weights, offsets)
         self._mesh_cache = (key, value)
