@@ -8,6 +8,7 @@ Lengths are in whatever unit the caller gives (``fedft`` passes bohr, ``cemt`` Ã
 from ._errors import DegenerateCellError, MeshError, MeshFileError, PointLocationError
 from ._io import FieldFile, read_fields, write_fields
 from ._locate import PointLocator, shape_functions
+from ._quality import MeshQuality, MeshQualityError, check_mesh_quality, tetrahedron_quality
 from ._periodic import (
     POSITIVE_TET_RULES,
     PeriodicMesh,
@@ -21,5 +22,6 @@ __all__ = [
     "DegenerateCellError", "MeshError", "MeshFileError", "PointLocationError",
     "POSITIVE_TET_RULES", "PeriodicMesh", "check_cell", "divisions_for_spacing", "kuhn_cube",
     "periodic_mesh", "FieldFile", "read_fields", "write_fields", "PointLocator",
-    "shape_functions",
+    "shape_functions", "MeshQuality", "MeshQualityError", "check_mesh_quality",
+    "tetrahedron_quality",
 ]

@@ -187,6 +187,14 @@ class PeriodicMesh:
     def n_elements(self) -> int:
         return self.mesh.t.shape[1]
 
+    def quality(self):
+        """Element shape summary (:class:`meshes.MeshQuality`: dihedral angles, radius ratio,
+        smallest volume) of the tetrahedra of the cell."""
+        from ._quality import check_mesh_quality
+
+        return check_mesh_quality(self.mesh.p.T, self.mesh.t.T, min_dihedral_deg=0.0,
+                                  max_radius_ratio=np.inf)
+
     @property
     def volume(self) -> float:
         """Cell volume (length unit cubed)."""

@@ -196,3 +196,38 @@ def test_weak_divergence_converges_to_laplacian(order):
         errs.append(np.abs(div - (k @ k) * u).max() / (k @ k))
         assert abs(mesh.exact_nodal_weights @ div) < 1e-10 * mesh.volume * (k @ k)
     assert np.log2(errs[0] / errs[1]) > 1.8
+
+
+def test_tetrahedron_quality_measures():
+    """Regular tetrahedron: every dihedral angle arccos(1/3) = 70.53°, radius ratio 1; the Kuhn
+    tetrahedra of a cube have dihedral angles 45°, 60° and 90°; a sliver and a flat element are
+    rejected with a message naming the worst tetrahedron."""
+    from meshes import MeshQualityError, check_mesh_quality, tetrahedron_quality
+
+    regular = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=float)
+    q = tetrahedron_quality(regular, [[0, 1, 2, 3]])
+    assert q["min_dihedral_deg"][0] == pytest.approx(np.degrees(np.arccos(1 / 3)), abs=1e-9)
+    assert q["max_dihedral_deg"][0] == pytest.approx(np.degrees(np.arccos(1 / 3)), abs=1e-9)
+    assert q["radius_ratio"][0] == pytest.approx(1.0, rel=1e-12)
+    assert q["volume"][0] == pytest.approx(8 / 3, rel=1e-12)
+    # a right-corner tetrahedron: angles 90° at the three corner edges, arccos(1/√3) elsewhere
+    corner = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+    qc = tetrahedron_quality(corner, [[0, 1, 2, 3]])
+    assert qc["max_dihedral_deg"][0] == pytest.approx(90.0, abs=1e-9)
+    assert qc["min_dihedral_deg"][0] == pytest.approx(np.degrees(np.arccos(1 / np.sqrt(3))),
+                                                     abs=1e-9)
+    mesh = periodic_mesh(np.eye(3) * 2.0, (2, 2, 2), order=1)
+    summary = mesh.quality()
+    assert summary.n_elements == mesh.n_elements
+    assert summary.min_dihedral_deg == pytest.approx(45.0, abs=1e-9)
+    assert summary.max_dihedral_deg == pytest.approx(90.0, abs=1e-9)
+    assert summary.min_volume == pytest.approx(1.0 / 6.0, rel=1e-12)
+    sliver = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1e-3]], dtype=float)
+    with pytest.raises(MeshQualityError, match="dihedral angle"):
+        check_mesh_quality(sliver, [[0, 1, 2, 3]])
+    flat = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], dtype=float)
+    assert tetrahedron_quality(flat, [[0, 1, 2, 3]])["radius_ratio"][0] == np.inf
+    with pytest.raises(MeshQualityError, match="tetrahedron 1"):
+        check_mesh_quality(np.vstack([regular, flat]), [[0, 1, 2, 3], [4, 5, 6, 7]])
+    with pytest.raises(MeshQualityError, match=r"\(n, 4\)"):
+        check_mesh_quality(regular, np.zeros((0, 4), dtype=int))
