@@ -8,6 +8,7 @@ Lengths are in whatever unit the caller gives (``fedft`` passes bohr, ``cemt`` Ã
 from ._errors import DegenerateCellError, MeshError, MeshFileError, PointLocationError
 from ._io import FieldFile, read_fields, write_fields
 from ._locate import PointLocator, shape_functions
+from ._graded import graded_axis, graded_box_mesh
 from ._quality import MeshQuality, MeshQualityError, check_mesh_quality, tetrahedron_quality
 from ._periodic import (
     POSITIVE_TET_RULES,
@@ -23,5 +24,5 @@ __all__ = [
     "POSITIVE_TET_RULES", "PeriodicMesh", "check_cell", "divisions_for_spacing", "kuhn_cube",
     "periodic_mesh", "FieldFile", "read_fields", "write_fields", "PointLocator",
     "shape_functions", "MeshQuality", "MeshQualityError", "check_mesh_quality",
-    "tetrahedron_quality",
+    "tetrahedron_quality", "graded_axis", "graded_box_mesh",
 ]
