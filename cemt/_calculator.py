@@ -17,8 +17,8 @@ energy (eV) and forces (eV/Å) of any structure made of the model's elements.
   On a periodic cell the nodes form a uniform grid: features come from the FFT path and the
   grid model's trapezoid quadrature weighs every node ``V/N``, so the cost hardly depends on
   ``spacing``. Measured peak-to-peak egg-box (rigid translations of a 4-atom fcc Al cell, the
-  grid model trained on the GNH dataset, ``benchmarks/bench_eggbox.py``): 10.9 meV/atom at
-  0.3 Å (P1), 0.25 at 0.2 Å, 0.007 at the default 0.15 Å. The amplitude depends on how sharp
+  grid model trained on the GNH dataset, ``benchmarks/bench_eggbox.py``): 0.28 meV/atom at
+  0.3 Å (P1), 0.016 at 0.2 Å, 0.0018 at the default 0.15 Å. The amplitude depends on how sharp
   the model's field is: measure it for a new model before choosing ``spacing`` and ``shifts``.
 * **Atom and bond models** need no mesh; ``spacing``, ``order`` and ``shifts`` are ignored.
 """

@@ -20,6 +20,7 @@ the result is the untruncated lattice sum. Everything is differentiable w.r.t. a
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -131,9 +132,21 @@ def _check_shape(shape) -> tuple[int, int, int]:
     return out
 
 
+#: Absolute tolerance of the neglected Fourier coefficients for float32 featurizers.
+FLOAT32_TOLERANCE = 1e-7
+
+
 def _gcut(prefactor: np.ndarray, beta: np.ndarray, alpha: float | None, l: int,
           tol: float) -> float:
-    """Smallest |G| beyond which the coefficient bound stays below ``tol``."""
+    """Smallest |G| beyond which the coefficient bound stays below ``tol`` (cached: it depends
+    on the cell only through the atom density)."""
+    return _gcut_cached(tuple(np.round(np.asarray(prefactor, dtype=float), 12).tolist()),
+                        tuple(np.asarray(beta, dtype=float).tolist()), alpha, int(l), float(tol))
+
+
+@functools.lru_cache(maxsize=4096)
+def _gcut_cached(prefactor: tuple, beta: tuple, alpha, l: int, tol: float) -> float:
+    prefactor, beta = np.asarray(prefactor), np.asarray(beta)
     g = np.linspace(0.0, 400.0, 40001)[1:]
     bound = np.abs(prefactor[:, None] * np.exp(-g[None, :] ** 2 / (4 * beta[:, None]))).sum(0)
     if alpha is not None:
@@ -165,7 +178,11 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
     recip = 2 * np.pi * np.linalg.inv(cell).T  # rows b_i, a_i . b_j = 2 pi delta_ij
     lengths = np.linalg.norm(cell, axis=1)
     n_shape = np.asarray(shape)
+    # float64: neglected coefficients below 1e-6·threshold (the exact lattice sum to ~1e-14);
+    # float32 cannot resolve that: 1e-7 bounds the frequency box (halves it at 0.15 Å grids)
     tol = 1e-6 * feat.overlap_threshold
+    if dtype != torch.float64:
+        tol = max(tol, FLOAT32_TOLERANCE)
     elements = [int(z) for z in np.unique(struct.numbers)]
     n_atoms = len(struct.numbers)
     prefs = {Z: feat.pseudodensity.by_number(Z) for Z in elements}

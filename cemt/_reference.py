@@ -7,9 +7,9 @@ eV/Å³); most of it moves rigidly with its atom. A grid model learns the residu
     ε_ref(r) = Σ_I Σ_k B_k(Z_I) exp(-β_k |r - R_I - L|²)      (eV/Å³, all periodic images)
 
 with the amplitudes ``B_k`` fitted by linear least squares to the training fields on a fixed
-ladder of exponents. Because each term is a rigid, smooth function of ``r - R_I``, its
-integral is a constant per atom (up to the quadrature's egg-box, negligible for these widths
-on the training grids) and it carries no force: the network spends its capacity on how the
+ladder of exponents. Because each term is a rigid function of ``r - R_I``, its integral is a
+constant per atom, ``Σ_k B_k (π/β_k)^{3/2}``, which the model adds analytically
+(:meth:`cemt.GridModel.reference_terms`): the reference carries no force and no egg-box; the network spends its capacity on how the
 field depends on the environment, not on reproducing the peaks. ``ε_ref`` is the order −1
 (model density) GMP feature of a pseudodensity with these primitives, so it comes with the
 FFT path, periodic images and exact derivatives.
