@@ -18,7 +18,8 @@ import yaml
 from ._errors import ConfigError
 
 __all__ = ["SCHEMA", "LABELS", "default_config", "default_config_text", "resolve_config",
-           "load_config", "save_config", "default_pseudodensity"]
+           "load_config", "save_config", "default_pseudodensity", "schema_defaults",
+           "merge_schema", "yaml_scalar", "read_yaml"]
 
 #: Label sets a training run can use (any non-empty subset).
 LABELS = ("fields", "energies", "forces")
@@ -179,12 +180,85 @@ SCHEMA = {
 }
 
 
+def schema_defaults(schema: dict) -> dict:
+    """The nested defaults of a schema of ``key: (default, check, doc)`` entries."""
+    return {k: schema_defaults(v) if isinstance(v, dict) else copy.deepcopy(v[0])
+            for k, v in schema.items()}
+
+
+def merge_schema(schema: dict, values, prefix: str = "") -> dict:
+    """Check ``values`` against ``schema`` and fill in the defaults (recursively).
+
+    Raises
+    ------
+    ConfigError
+        A section that is not a mapping, an unknown key (named with its dotted path and the
+        allowed keys) or a value its check refuses.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the configuration'} must be a mapping of "
+                          f"keys, got {values!r}")
+    unknown = sorted(set(values) - set(schema), key=str)
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s) {[prefix + str(k) for k in unknown]}; "
+                          f"allowed under {prefix.rstrip('.') or 'the top level'}: "
+                          f"{sorted(schema)}")
+    out = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            sub = values.get(key, {})
+            out[key] = merge_schema(spec, {} if sub is None else sub, f"{prefix}{key}.")
+            continue
+        default, check, doc = spec
+        if key not in values:
+            out[key] = copy.deepcopy(default)
+            continue
+        value = values[key]
+        if isinstance(default, float) and isinstance(value, str):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 as a string
+                value = float(value)
+        if not check(value):
+            raise ConfigError(f"{prefix}{key} = {value!r} is invalid: {doc}")
+        out[key] = copy.deepcopy(value)
+    return out
+
+
+def yaml_scalar(value) -> str:
+    """One value as inline YAML (for commented templates)."""
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip()
+    return text[:-3].strip() if text.endswith("...") else text
+
+
+def read_yaml(path) -> tuple[dict, Path]:
+    """Read a YAML configuration file.
+
+    Returns
+    -------
+    user : dict
+        The parsed mapping (``{}`` for an empty file).
+    base_dir : Path
+        The file's directory (relative paths in the file are taken from there).
+
+    Raises
+    ------
+    ConfigError
+        Missing, unreadable or not valid YAML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        user = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return ({} if user is None else user), path.resolve().parent
+
+
 def default_config() -> dict:
     """The configuration with every default (``data.train`` is None and must be set)."""
-    def build(node):
-        return {k: build(v) if isinstance(v, dict) else copy.deepcopy(v[0])
-                for k, v in node.items()}
-    return build(SCHEMA)
+    return schema_defaults(SCHEMA)
 
 
 def default_config_text() -> str:
@@ -199,10 +273,7 @@ def default_config_text() -> str:
                 emit(value, indent + 1)
             else:
                 default, _, doc = value
-                text = yaml.safe_dump(default, default_flow_style=True).strip()
-                if text.endswith("..."):
-                    text = text[:-3].strip()
-                lines.append(f"{pad}{key}: {text}  # {doc}")
+                lines.append(f"{pad}{key}: {yaml_scalar(default)}  # {doc}")
     emit(SCHEMA, 0)
     return "\n".join(lines) + "\n"
 
@@ -234,33 +305,7 @@ def resolve_config(user: dict, base_dir: Path | None = None) -> dict:
         raise ConfigError(f"the configuration must be a mapping of keys, got "
                           f"{type(user).__name__}")
 
-    def merge(schema, values, prefix):
-        if not isinstance(values, dict):
-            raise ConfigError(f"{prefix.rstrip('.')} must be a mapping, got {values!r}")
-        unknown = sorted(set(values) - set(schema))
-        if unknown:
-            raise ConfigError(f"unknown configuration key(s) {[prefix + str(k) for k in unknown]}"
-                              f"; allowed under {prefix.rstrip('.') or 'the top level'}: "
-                              f"{sorted(schema)}")
-        out = {}
-        for key, spec in schema.items():
-            if isinstance(spec, dict):
-                out[key] = merge(spec, values.get(key, {}) or {}, f"{prefix}{key}.")
-                continue
-            default, check, doc = spec
-            if key not in values:
-                out[key] = copy.deepcopy(default)
-                continue
-            value = values[key]
-            if isinstance(default, float) and isinstance(value, str):
-                with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 as a string
-                    value = float(value)
-            if not check(value):
-                raise ConfigError(f"{prefix}{key} = {value!r} is invalid: {doc}")
-            out[key] = value
-        return out
-
-    cfg = merge(SCHEMA, user, "")
+    cfg = merge_schema(SCHEMA, user)
     if cfg["data"]["train"] is None:
         raise ConfigError("data.train is required: the fedft dataset (HDF5) to train on")
     if "fields" in cfg["training"]["labels"] and cfg["model"]["kind"] != "grid":
@@ -283,14 +328,8 @@ def resolve_config(user: dict, base_dir: Path | None = None) -> dict:
 def load_config(path) -> dict:
     """Read a YAML configuration file and :func:`resolve_config` it (paths relative to the
     file's directory)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file {path} does not exist")
-    try:
-        user = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return resolve_config(user, base_dir=path.resolve().parent)
+    user, base = read_yaml(path)
+    return resolve_config(user, base_dir=base)
 
 
 def save_config(cfg: dict, path) -> None:

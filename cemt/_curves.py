@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ._config import resolve_config
-from ._data import load_records, parse_select, tensor_cache
+from ._data import open_dataset, parse_select, tensor_cache
 from ._errors import ConfigError
 
 __all__ = ["learning_curve", "first_reaching", "plot_learning_curve", "CURVE_COLUMNS"]
@@ -67,7 +67,8 @@ def _write_rows(out: Path, rows: list) -> None:
 
 
 def learning_curve(series: dict, sizes, test_data, output, test_select=None, steps: int = 1500,
-                   max_epochs: int = 500, progress: bool = True) -> list:
+                   max_epochs: int = 500, progress: bool = True,
+                   base_dirs: dict | None = None) -> list:
     """Train one model per (series, N) and evaluate each on held-out data.
 
     Parameters
@@ -86,6 +87,9 @@ def learning_curve(series: dict, sizes, test_data, output, test_select=None, ste
     steps, max_epochs : int
         Optimisation budget (module notes).
     progress : bool
+    base_dirs : dict of str -> Path, optional
+        Per series, the directory its relative paths are taken from (its configuration
+        file's); default the working directory.
 
     Returns
     -------
@@ -103,18 +107,19 @@ def learning_curve(series: dict, sizes, test_data, output, test_select=None, ste
     if steps < 1 or max_epochs < 1:
         raise ConfigError("steps and max_epochs must be >= 1")
     parse_select(test_select)
-    out = Path(output)
+    out = Path(output).resolve()  # the configurations resolve relative paths elsewhere
     out.mkdir(parents=True, exist_ok=True)
     resolved = {}
     for name, user in series.items():
         cfg = copy.deepcopy(user)
         cfg.setdefault("data", {})["validation_fraction"] = 0.0
         cfg["output"] = str(out / name)
-        resolved[name] = resolve_config(cfg)
-        _, recs = load_records(resolved[name]["data"]["train"], fields=False)
-        if sizes[-1] > len(recs):
+        resolved[name] = resolve_config(cfg, base_dir=(base_dirs or {}).get(name))
+        with open_dataset(resolved[name]["data"]["train"]) as ds:
+            n_data = len(ds)
+        if sizes[-1] > n_data:
             raise ConfigError(f"series {name}: the largest size {sizes[-1]} exceeds the "
-                              f"{len(recs)} structures of {resolved[name]['data']['train']}")
+                              f"{n_data} structures of {resolved[name]['data']['train']}")
     rows = []
     jobs = [(name, n) for name in resolved for n in sizes]
     bar = tqdm(jobs, desc="learning curve", disable=not progress)

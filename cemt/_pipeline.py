@@ -59,8 +59,9 @@ from pathlib import Path
 
 import yaml
 
+from ._compare import _finite
 from ._config import SCHEMA as TRAIN_SCHEMA
-from ._config import resolve_config
+from ._config import merge_schema, read_yaml, resolve_config, schema_defaults, yaml_scalar
 from ._errors import CemtError, ConfigError
 
 __all__ = ["SCHEMA", "PipelineError", "pipeline", "resolve_pipeline_config",
@@ -217,10 +218,7 @@ SCHEMA = {
 # ---------------------------------------------------------------------------------- config
 def default_pipeline_config() -> dict:
     """The default configuration (the built-in example), unresolved (relative paths)."""
-    def build(node):
-        return {k: build(v) if isinstance(v, dict) else copy.deepcopy(v[0])
-                for k, v in node.items()}
-    return build(SCHEMA)
+    return schema_defaults(SCHEMA)
 
 
 def pipeline_config_text() -> str:
@@ -231,10 +229,6 @@ def pipeline_config_text() -> str:
              "# example). Run: cemt pipeline THIS.yaml [-o DIR]",
              f"# (written by code version {fedft.__version__})", ""]
 
-    def scalar(value):
-        text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip()
-        return text[:-3].strip() if text.endswith("...") else text
-
     def emit_train(values, schema, indent):
         for key, value in values.items():
             pad = "  " * indent
@@ -243,7 +237,7 @@ def pipeline_config_text() -> str:
                 lines.append(f"{pad}{key}:")
                 emit_train(value, spec, indent + 1)
             else:
-                lines.append(f"{pad}{key}: {scalar(value)}  # {spec[2]}")
+                lines.append(f"{pad}{key}: {yaml_scalar(value)}  # {spec[2]}")
 
     def emit(node, indent):
         for key, value in node.items():
@@ -260,41 +254,11 @@ def pipeline_config_text() -> str:
             elif isinstance(default, dict):
                 lines.append(f"{pad}{key}:  # {doc}")
                 for k, v in default.items():
-                    lines.append(f"{pad}  {k}: {scalar(v)}")
+                    lines.append(f"{pad}  {k}: {yaml_scalar(v)}")
             else:
-                lines.append(f"{pad}{key}: {scalar(default)}  # {doc}")
+                lines.append(f"{pad}{key}: {yaml_scalar(default)}  # {doc}")
     emit(SCHEMA, 0)
     return "\n".join(lines) + "\n"
-
-
-def _merge(schema: dict, values, prefix: str) -> dict:
-    """Check ``values`` against one schema level and fill in the defaults."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'the configuration'} must be a mapping of "
-                          f"keys, got {values!r}")
-    unknown = sorted(set(values) - set(schema), key=str)
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s) {[prefix + str(k) for k in unknown]}; "
-                          f"allowed under {prefix.rstrip('.') or 'the top level'}: "
-                          f"{sorted(schema)}")
-    out = {}
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            sub = values.get(key, {})
-            out[key] = _merge(spec, {} if sub is None else sub, f"{prefix}{key}.")
-            continue
-        default, check, doc = spec
-        if key not in values:
-            out[key] = copy.deepcopy(default)
-            continue
-        value = values[key]
-        if isinstance(default, float) and isinstance(value, str):
-            with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 as a string
-                value = float(value)
-        if not check(value):
-            raise ConfigError(f"{prefix}{key} = {value!r} is invalid: {doc}")
-        out[key] = copy.deepcopy(value)
-    return out
 
 
 def _deep_update(base: dict, new: dict) -> dict:
@@ -408,7 +372,7 @@ def resolve_pipeline_config(user: dict | None = None, base_dir=None) -> dict:
         raise ConfigError(f"unknown configuration key(s) {[str(k) for k in unknown]}; allowed "
                           f"at the top level: {sorted(SCHEMA)}")
     models = {name: user.pop(name, None) for name in MODELS}
-    cfg = _merge({k: v for k, v in SCHEMA.items() if k not in MODELS}, user, "")
+    cfg = merge_schema({k: v for k, v in SCHEMA.items() if k not in MODELS}, user, "")
     if gen_null:
         cfg["structures"]["generate"] = None
     for name, defaults in (("grid", GRID_DEFAULTS), ("atom", ATOM_DEFAULTS)):
@@ -451,16 +415,8 @@ def load_pipeline_config(path) -> dict:
     ConfigError
         The file is missing or not valid YAML, or the configuration is invalid.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"configuration file {path} does not exist")
-    try:
-        user = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return resolve_pipeline_config(user, base_dir=path.resolve().parent)
+    user, base = read_yaml(path)
+    return resolve_pipeline_config(user, base_dir=base)
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -847,16 +803,6 @@ HEADLINE = (("energy_mae_mev_atom", "energy MAE (meV/atom)"),
 
 _TITLES = {"grid": "grid-centred (CEMT: fields + energies + forces)",
            "atom": "atom-centred baseline (energies + forces)"}
-
-
-def _finite(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _num(v) -> str:

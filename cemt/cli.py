@@ -112,21 +112,8 @@ def _pipeline(args) -> None:
 
     cfg, base = None, None
     if args.config:
-        import yaml
-
-        from ._errors import ConfigError
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"configuration file {path} does not exist")
-        try:
-            cfg = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if cfg is None:
-            cfg = {}
-        base = path.resolve().parent
+        from ._config import read_yaml
+        cfg, base = read_yaml(args.config)
     s = pipeline(cfg, output=args.output, progress=not args.no_progress, base_dir=base)
     d = s["dataset"]
     print(f"dataset: {Path(s['output']) / d['path']} ({d['n_train']} training, "
@@ -137,32 +124,19 @@ def _pipeline(args) -> None:
 
 
 def _curve(args) -> None:
-    import yaml
-
+    from ._config import read_yaml
     from ._curves import first_reaching, learning_curve
     from ._errors import ConfigError
 
-    series = {}
+    series, base_dirs = {}, {}
     for item in args.series:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"series must be NAME=CONFIG.yaml, got {item!r}")
-        try:
-            with open(path) as fh:
-                cfg = yaml.safe_load(fh) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration {path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        base = Path(path).resolve().parent
-        data = cfg.get("data") or {}
-        for key in ("train", "validation"):  # relative to the configuration file
-            if data.get(key) and not Path(data[key]).is_absolute():
-                data[key] = str(base / data[key])
-        series[name] = cfg
+        series[name], base_dirs[name] = read_yaml(path)  # paths relative to the file
     rows = learning_curve(series, args.sizes, args.test, args.output, args.select,
                           steps=args.steps, max_epochs=args.max_epochs,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, base_dirs=base_dirs)
     print(f"{'series':<16}{'N':>5}{'E MAE meV/atom':>16}{'F MAE meV/Å':>14}"
           f"{'rho NMAE %':>12}{'eps NMAE %':>12}")
     for r in rows:

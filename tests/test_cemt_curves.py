@@ -1,17 +1,15 @@
 """Learning curves: one run per (series, N), evaluated on held-out structures; the table, JSON
 and plot are written; featurized structures are reused between runs."""
 
-import concurrent.futures as cf
 import csv
 import json
 
 import pytest
 import yaml
-from ase.build import bulk
-from conftest import ERF_AL, NC_SR_GPSP
+from conftest import NC_SR_GPSP
+from _cemt_helpers import labelled_al
 
 import cemt
-import fedft
 from cemt import _data
 from cemt.cli import main
 
@@ -20,13 +18,7 @@ FEATURES = {"orders": [-1, 0, 1], "sigmas": [0.5, 1.0], "pseudodensity": str(NC_
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    structures = fedft.strained(bulk("Al", "fcc", a=4.05), 4, max_strain=0.03, stdev=0.05,
-                                seed=11)
-    path = tmp_path_factory.mktemp("curve") / "d.h5"
-    with cf.ThreadPoolExecutor(1) as ex:
-        assert fedft.label(structures, path, {"Al": ERF_AL}, 1.0, preset="fast",
-                           executor=ex).failed == 0
-    return path
+    return labelled_al(tmp_path_factory.mktemp("curve") / "d.h5", 4, seed=11, stdev=0.05)[0]
 
 
 def _series(path):
@@ -77,10 +69,17 @@ def test_learning_curve_runs_each_size_and_matches_evaluation(tmp_path, dataset,
 
 
 def test_curve_command_and_bad_input(tmp_path, dataset, capsys):
+    import os
+
     series = _series(dataset)
     paths = []
+    confdir = tmp_path / "configs"
+    confdir.mkdir()
     for name in ("grid", "atom"):
-        p = tmp_path / f"{name}.yaml"
+        # paths in a configuration are relative to its file, not to the working directory
+        series[name]["data"]["train"] = os.path.relpath(dataset, confdir)
+        series[name]["features"]["pseudodensity"] = os.path.relpath(NC_SR_GPSP, confdir)
+        p = confdir / f"{name}.yaml"
         p.write_text(yaml.safe_dump(series[name]))
         paths.append(f"{name}={p}")
     out = tmp_path / "cli"
@@ -89,6 +88,9 @@ def test_curve_command_and_bad_input(tmp_path, dataset, capsys):
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "first N at <= 5 meV/atom" in printed and (out / "curve.png").is_file()
+    saved = yaml.safe_load((out / "atom" / "n2" / "config.yaml").read_text())
+    assert saved["data"]["train"] == str(dataset.resolve())
+    assert saved["features"]["pseudodensity"] == str(NC_SR_GPSP.resolve())
     # bad input: a size larger than the data, a malformed series, an unknown key
     assert main(["curve", paths[1], "--sizes", "9", "--test", str(dataset), "-o",
                  str(tmp_path / "x")]) == 1
