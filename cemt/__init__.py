@@ -37,6 +37,7 @@ __all__ = [
     "bond_centred_points",
     "grid_points",
     "match_grid",
+    "GridMatch",
     "ElementPseudodensity",
     "PseudodensitySet",
     "read_gpsp",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -280,11 +281,9 @@ class CemtModel(nn.Module, abc.ABC):
             eps, _ = self(g)
             energy = (w.to(torch.float64) * eps.to(torch.float64)).sum()
             f = None
-            if forces and energy.requires_grad:
+            if forces:
                 (grad,) = torch.autograd.grad(energy, pos)
                 f = -grad.detach().to(torch.float64).numpy()
-            elif forces:
-                f = np.zeros((len(atoms), 3))
         return float(energy.detach()) + self._reference_energy(atoms), f
 
     def _reference_energy(self, atoms) -> float:
@@ -510,13 +509,21 @@ class GridModel(CemtModel):
             w = np.full(pts.shape[0], abs(atoms.get_volume()) / pts.shape[0])
         return pts, torch.as_tensor(w, dtype=self.torch_dtype)
 
-    @staticmethod
-    def _grid_of(atoms, pts):
-        """``(shape, index)`` when ``pts`` are a complete uniform grid of a fully periodic
-        cell (:func:`cemt.match_grid`), else None."""
+    def _grid_of(self, atoms, pts):
+        """:func:`cemt.match_grid` of ``pts`` when they are a complete uniform grid of a fully
+        periodic cell, else None. The last answer is kept (one evaluation asks for the
+        weights, the features and the reference of the same points)."""
         if isinstance(pts, torch.Tensor) or not np.all(atoms.pbc):
             return None
-        return match_grid(pts, atoms.cell.array)
+        pts = np.ascontiguousarray(pts, dtype=np.float64)
+        cell = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
+        key = (pts.shape, hashlib.blake2b(pts.tobytes(), digest_size=16).digest(),
+               cell.tobytes())
+        cached = getattr(self, "_grid_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, match_grid(pts, cell))
+            self._grid_cache = cached
+        return cached[1]
 
     def _featurize(self, pos, atoms, pts):
         """Mesh nodes of a periodic cell form a uniform grid: use the FFT path there (exact
