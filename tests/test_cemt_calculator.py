@@ -171,17 +171,10 @@ def test_eggbox_of_a_trained_grid_model_at_the_default_spacing(tmp_path):
     """A grid model trained on DFT fields (with its fitted reference peaks, squared-norm
     features and the trapezoid quadrature) ripples by far less than 0.5 meV/atom under rigid
     translations at the default evaluation spacing (acceptance limit of the grid model)."""
-    import concurrent.futures as cf
+    from _cemt_helpers import labelled_al
 
-    import fedft
-    from conftest import ERF_AL
-
-    base = bulk("Al", "fcc", a=4.05, cubic=True)
-    structures = fedft.strained(base, 2, max_strain=0.02, stdev=0.05, seed=21)
-    data = tmp_path / "d.h5"
-    with cf.ThreadPoolExecutor(1) as ex:
-        assert fedft.label(structures, data, {"Al": ERF_AL}, 1.0, preset="fast",
-                           executor=ex).failed == 0
+    data, structures = labelled_al(tmp_path / "d.h5", 2, seed=21, max_strain=0.02, stdev=0.05,
+                                   cubic=True)
     cfg = cemt.resolve_config({
         "seed": 0, "output": str(tmp_path / "run"),
         "data": {"train": str(data), "validation_fraction": 0.0},

@@ -2,7 +2,6 @@
 cemt.evaluate; slice pictures have their panels; atom models get no field output; bad input
 fails cleanly and a failure never leaves a partial report."""
 
-import concurrent.futures as cf
 import csv
 import json
 import shutil
@@ -11,8 +10,8 @@ import struct
 import h5py
 import numpy as np
 import pytest
-from ase.build import bulk
-from conftest import ERF_AL, NC_SR_GPSP
+from conftest import NC_SR_GPSP
+from _cemt_helpers import labelled_al
 
 import cemt
 import fedft
@@ -27,13 +26,7 @@ FIELD_COLUMNS = ["density_nmae_pct", "energy_density_nmae_pct", "density_max_abs
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    structures = fedft.strained(bulk("Al", "fcc", a=4.05), 3, max_strain=0.03, stdev=0.05,
-                                seed=7)
-    path = tmp_path_factory.mktemp("compare") / "d.h5"
-    with cf.ThreadPoolExecutor(1) as ex:
-        assert fedft.label(structures, path, {"Al": ERF_AL}, 1.0, preset="fast",
-                           executor=ex).failed == 0
-    return path
+    return labelled_al(tmp_path_factory.mktemp("compare") / "d.h5", 3, seed=7, stdev=0.05)[0]
 
 
 def _train(base, data, kind, labels):

@@ -1,7 +1,6 @@
 """cemt training: config and data errors before the first step, a tiny run lowers the loss and
 resumes identically, evaluate matches metrics recomputed by hand."""
 
-import concurrent.futures as cf
 import json
 import shutil
 
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from ase.build import bulk
-from conftest import ERF_AL, NC_SR_GPSP
+from conftest import NC_SR_GPSP
+from _cemt_helpers import labelled_al
 
 import cemt
 import fedft
@@ -23,14 +22,7 @@ FEATURES = {"orders": [-1, 0, 1, 2], "sigmas": [0.5, 1.0, 1.5],
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    base = bulk("Al", "fcc", a=4.05)
-    structures = fedft.strained(base, 3, max_strain=0.03, seed=4)
-    path = tmp_path_factory.mktemp("cemt") / "d.h5"
-    with cf.ThreadPoolExecutor(1) as ex:
-        summary = fedft.label(structures, path, {"Al": ERF_AL}, 1.0, preset="fast",
-                              executor=ex)
-    assert summary.failed == 0
-    return path
+    return labelled_al(tmp_path_factory.mktemp("cemt") / "d.h5", 3, seed=4)[0]
 
 
 def _config(tmp_path, train_path, **sections):

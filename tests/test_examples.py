@@ -1,6 +1,5 @@
 """Every example runs (in a reduced mode) and produces what it promises."""
 
-import concurrent.futures as cf
 import importlib.util
 import json
 import runpy
@@ -10,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from ase.build import bulk
-from conftest import ERF_AL
+from _cemt_helpers import labelled_al
 
 import cemt
-import fedft
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -47,13 +44,7 @@ def _example(name):
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     """3 strained one-atom fcc Al cells, erf pseudopotential, fast preset."""
-    structures = fedft.strained(bulk("Al", "fcc", a=4.05), 3, max_strain=0.03, seed=2)
-    path = tmp_path_factory.mktemp("examples") / "tiny.h5"
-    with cf.ThreadPoolExecutor(1) as ex:
-        summary = fedft.label(structures, path, {"Al": ERF_AL}, 1.0, preset="fast",
-                              executor=ex)
-    assert summary.failed == 0
-    return path
+    return labelled_al(tmp_path_factory.mktemp("examples") / "tiny.h5", 3, seed=2)[0]
 
 
 def test_train_and_compare_example(tmp_path, tiny_dataset, capsys):

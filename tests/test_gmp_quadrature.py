@@ -197,7 +197,6 @@ def test_fft_grid_features_match_quadrature():
 
 def test_uniform_grid_brute_force_quadrature():
     """Whole-density trapezoid quadrature on a uniform grid (isolated molecule)."""
-    rng = np.random.default_rng(2)
     atoms = Atoms("CO", positions=[[0.0, 0.0, 0.0], [1.15, 0.2, -0.1]])
     gpsp = read_gpsp(GPSP)
     point = np.array([0.4, -0.5, 0.3])
