@@ -32,6 +32,16 @@ def _grid(atoms, n=150, seed=0):
     return pts, np.full(n, atoms.get_volume() / n)
 
 
+def _fd_force(model, atoms, pts, w, i, c, h=1e-4):
+    """Central finite difference −dE/dR_ic of ``model.energy_forces`` (eV/Å)."""
+    e = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[i, c] += sign * h
+        e.append(model.energy_forces(moved, pts, w, forces=False)[0])
+    return -(e[0] - e[1]) / (2 * h)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_forces_equal_minus_energy_gradient(kind, features):
     model = _model(kind, features)
@@ -39,15 +49,9 @@ def test_forces_equal_minus_energy_gradient(kind, features):
     pts, w = _grid(atoms) if kind == "grid" else (None, None)
     _, forces = model.energy_forces(atoms, pts, w)
     assert np.abs(forces).max() > 1e-4  # a non-trivial check
-    h = 1e-4
     for i, c in [(0, 0), (1, 2), (1, 1)]:
-        e = []
-        for sign in (1, -1):
-            moved = atoms.copy()
-            moved.positions[i, c] += sign * h
-            e.append(model.energy_forces(moved, pts, w, forces=False)[0])
-        fd = -(e[0] - e[1]) / (2 * h)
-        assert forces[i, c] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+        assert forces[i, c] == pytest.approx(_fd_force(model, atoms, pts, w, i, c),
+                                             rel=1e-5, abs=1e-8)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -116,13 +120,8 @@ def test_grid_model_on_mesh_nodes_uses_fft_path_consistently(features):
     e2, f2, _, _ = model.energy_forces_from_tensors(t["features"], t["weights"], t["jacobian"])
     assert float(e2) == pytest.approx(energy, rel=1e-10)
     assert np.allclose(f2.detach().numpy(), forces, rtol=1e-7, atol=1e-9)
-    h = 1e-4
-    moved = [atoms.copy(), atoms.copy()]
-    moved[0].positions[1, 2] += h
-    moved[1].positions[1, 2] -= h
-    fd = -(model.energy_forces(moved[0], pts, w, forces=False)[0]
-           - model.energy_forces(moved[1], pts, w, forces=False)[0]) / (2 * h)
-    assert forces[1, 2] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+    assert forces[1, 2] == pytest.approx(_fd_force(model, atoms, pts, w, 1, 2),
+                                         rel=1e-5, abs=1e-8)
 
 
 def test_grid_quadrature_trapezoid_on_mesh_grids(features):
@@ -190,10 +189,4 @@ def test_reference_energy_density_fit_and_model(features):
     eps, _ = model.predict_fields(atoms, pts)
     eps0, _ = plain.predict_fields(atoms, pts)
     assert np.allclose(eps - eps0, e_ref["field"].numpy(), atol=1e-5)
-    h = 1e-4
-    moved = [atoms.copy(), atoms.copy()]
-    moved[0].positions[1, 1] += h
-    moved[1].positions[1, 1] -= h
-    fd = -(model.energy_forces(moved[0], pts, w, forces=False)[0]
-           - model.energy_forces(moved[1], pts, w, forces=False)[0]) / (2 * h)
-    assert f[1, 1] == pytest.approx(fd, rel=1e-5, abs=1e-7)
+    assert f[1, 1] == pytest.approx(_fd_force(model, atoms, pts, w, 1, 1), rel=1e-5, abs=1e-7)
