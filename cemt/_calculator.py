@@ -6,7 +6,7 @@ energy (eV) and forces (eV/Å) of any structure made of the model's elements.
 
 * **Grid model.** The reference points are the nodes of a periodic nodal mesh of the cell
   (:func:`meshes.periodic_mesh` at ``spacing`` Å and ``order``), with the positive nodal
-  quadrature weights :attr:`meshes.PeriodicMesh.nodal_weights` (Å³, summing to the cell
+  quadrature weights :attr:`meshes.TetMesh.nodal_weights` (Å³, summing to the cell
   volume): ``E = Σ_i w_i ε(G(r_i))``. The nodes are fixed in space, so the energy changes a
   little when all atoms are translated rigidly relative to them (the *egg-box effect*). With
   ``shifts = k > 0`` the energy and forces are averaged over the mesh and ``k`` copies of it

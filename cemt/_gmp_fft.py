@@ -69,7 +69,7 @@ class GridMatch(NamedTuple):
 def match_grid(points, cell, tol: float = 1e-6) -> GridMatch | None:
     """Recognise ``points`` as a complete uniform periodic grid of ``cell``.
 
-    The nodes of a :class:`meshes.PeriodicMesh` (P1 vertices, or P2 nodes, which fill the grid
+    The nodes of a :class:`meshes.TetMesh` (P1 vertices, or P2 nodes, which fill the grid
     of half the spacing), rigidly shifted or not, are such a grid, so their features can be
     computed by FFT.
 

@@ -377,7 +377,7 @@ class Record:
         return self.fields["energy_density" if term == "total" else f"energy_density_{term}"]
 
     def mesh(self, unit: str = "bohr"):
-        """Rebuild the :class:`meshes.PeriodicMesh` (``unit`` "bohr" as the solver used it,
+        """Rebuild the :class:`meshes.TetMesh` (``unit`` "bohr" as the solver used it,
         or "angstrom"); its ``dof_positions`` are :attr:`points` in that unit."""
         from meshes import periodic_mesh
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyamg
 
-from meshes import PeriodicMesh
+from meshes import TetMesh
 
 from ._errors import ConvergenceError
 
@@ -61,14 +61,14 @@ def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "li
 
 @dataclass(eq=False)
 class Discretisation:
-    """Operators of one :class:`~meshes.PeriodicMesh` (in bohr), built once and reused.
+    """Operators of one :class:`~meshes.TetMesh` (in bohr), built once and reused.
 
     Attributes
     ----------
-    mesh : PeriodicMesh
+    mesh : TetMesh
     """
 
-    mesh: PeriodicMesh
+    mesh: TetMesh
     _precond: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):

@@ -2,7 +2,7 @@
 nodes for P2), in atomic units.
 
 Energy densities are computed at the quadrature points and lumped-projected onto the nodes
-(:meth:`meshes.PeriodicMesh.project_to_nodes`), so that with the mesh's nodal weights ``W_i``
+(:meth:`meshes.TetMesh.project_to_nodes`), so that with the mesh's nodal weights ``W_i``
 every term sums exactly to its energy component: ``Σ_i W_i e_i = E_term``.
 
 Gauges (BACKGROUND §2):

@@ -14,7 +14,7 @@ from ase import Atoms
 from threadpoolctl import threadpool_limits
 from ase.neighborlist import neighbor_list
 
-from meshes import DegenerateCellError, PeriodicMesh, check_cell, divisions_for_spacing, \
+from meshes import DegenerateCellError, TetMesh, check_cell, divisions_for_spacing, \
     periodic_mesh
 
 from ._discretisation import Discretisation
@@ -119,7 +119,7 @@ def compensation_widths(system: System, settings: Settings) -> np.ndarray:
                      else TABULATED_COMPENSATION_WIDTH for p in system.pseudos])
 
 
-def build_mesh(system: System, settings: Settings) -> PeriodicMesh:
+def build_mesh(system: System, settings: Settings) -> TetMesh:
     """Periodic mesh for the system's cell at the settings' spacing; checks resolution."""
     divisions = divisions_for_spacing(system.cell, settings.spacing)
     mesh = periodic_mesh(system.cell, divisions, order=settings.order,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from meshes import PeriodicMesh, write_fields
+from meshes import TetMesh, write_fields
 
 from ._fields import GAUGES, TERMS, nodal_fields
 from ._units import BOHR, FORCE, HARTREE
@@ -58,7 +58,7 @@ class Result:
         ``vw_laplacian_shift`` (eV/Å³; laplacian − gradient gauge). The electrostatic field is
         the local screened potential form; the hartree, electron_ion and ewald fields partition
         the components and integrate to them (see :mod:`fedft._fields`).
-    mesh : meshes.PeriodicMesh
+    mesh : meshes.TetMesh
         The finite-element mesh (in **bohr**, as the solver uses it).
     converged : bool
         Always True: a calculation that does not converge raises
@@ -89,7 +89,7 @@ class Result:
     points: np.ndarray
     weights: np.ndarray
     fields: dict
-    mesh: PeriodicMesh
+    mesh: TetMesh
     settings: dict
     history: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)

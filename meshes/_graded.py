@@ -5,12 +5,14 @@ to the nearest nucleus. Along each axis the nodes are placed so that the local s
 ``h`` of the distance to the nearest atom *along that axis* (its projection), by inverting the
 cumulative element count ``s(x) = ∫_0^x dt / h(t)``: with ``N = ceil(s(L))`` intervals the
 nodes are ``x_k = s⁻¹(k s(L) / N)`` and every spacing is at most ``h`` there. The box is then
-the tensor product of the three axes, each hexahedron cut into tetrahedra. On a periodic axis
-the distance is periodic and the first and last nodes are ``0`` and ``L``, so opposite faces
-carry the same nodes and the mesh stays periodic.
+the tensor product of the three axes, each box cut into the six Kuhn tetrahedra. On a
+periodic axis the distance is periodic and the first and last nodes are ``0`` and ``L``, so
+opposite faces carry the same nodes and the mesh stays periodic.
 
-This is the first building block of isolated and graded periodic calculations; the solver
-does not use it yet.
+Tensor-product grading is simple and keeps periodic faces matching; its price is that a
+point far from the atoms along one axis but level with them along another sits in a long,
+thin element (aspect ratio up to ``h_max / h_min``), which :func:`graded_mesh` bounds through
+its quality limits.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import math
 import numpy as np
 
 from ._errors import MeshError
-from ._quality import MeshQuality, check_mesh_quality
+from ._quality import check_mesh_quality
 
-__all__ = ["graded_axis", "graded_box_mesh"]
+__all__ = ["graded_axis", "graded_mesh"]
 
 _SAMPLES = 20001  # samples of s(x) per axis
 
@@ -89,46 +91,60 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     return nodes
 
 
-def graded_box_mesh(lengths, positions, h_min: float, rate: float, h_max: float,
-                    periodic=(False, False, False), min_dihedral_deg: float = 5.0,
-                    max_radius_ratio: float = 50.0):
-    """A tetrahedral mesh of the box ``[0, L1] x [0, L2] x [0, L3]`` graded towards atoms.
+def graded_mesh(cell, positions, h_min: float, rate: float, h_max: float,
+                pbc=(True, True, True), origin=None, *, order: int = 2,
+                intorder: int | None = None, min_dihedral_deg: float = 5.0,
+                max_radius_ratio: float = 50.0):
+    """A tetrahedral mesh of a cell or box graded towards the atoms.
+
+    Each lattice vector ``a_k`` gets the nodes of :func:`graded_axis` for its length
+    ``|a_k|`` and the atoms' coordinates along it (fractional coordinate × ``|a_k|``; for an
+    orthorhombic cell this is the distance along the axis); the Kuhn triangulation of the
+    tensor grid is then mapped onto the cell (:func:`meshes.tensor_mesh`). Periodic axes keep
+    matching faces.
 
     Parameters
     ----------
-    lengths : array_like, shape (3,)
-        Box edges.
-    positions : array_like, shape (n_atoms, 3)
-        Atom positions in the box (same length unit).
+    cell : (3, 3) array
+        Lattice vectors (box edges) as rows.
+    positions : (n_atoms, 3) array
+        Cartesian atom positions (same unit as ``cell``); inside the box on open axes.
     h_min, rate, h_max : float
-        Size function (see :func:`graded_axis`).
-    periodic : sequence of 3 bool
-        Periodic axes (the nodes of opposite faces then coincide).
+        Size function (see :func:`graded_axis`), in the cell's unit (``rate`` dimensionless).
+        These are sub-box edges: a P2 mesh has nodes half this apart.
+    pbc : (3,) bool
+        Periodic axes.
+    origin : (3,) array, optional
+        Cartesian position of the box corner (default 0).
+    order, intorder : see :func:`meshes.periodic_mesh`.
     min_dihedral_deg, max_radius_ratio : float
         Quality limits (:func:`meshes.check_mesh_quality`).
 
     Returns
     -------
-    mesh : skfem.MeshTet
-    axes : list of 3 numpy.ndarray
-        The node coordinates of each axis.
-    quality : MeshQuality
+    TetMesh
 
     Raises
     ------
     MeshError
         Bad input; :class:`~meshes.MeshQualityError` if the mesh is too distorted.
     """
-    from skfem import MeshTet
+    from ._tetmesh import check_cell, tensor_mesh
 
-    lengths = np.asarray(lengths, dtype=np.float64)
+    cell = check_cell(cell)
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-    if lengths.shape != (3,):
-        raise MeshError(f"lengths must be 3 numbers, got shape {lengths.shape}")
-    periodic = tuple(bool(p) for p in periodic)
-    axes = [graded_axis(float(lengths[k]), pos[:, k], h_min, rate, h_max, periodic[k])
-            for k in range(3)]
-    mesh = MeshTet.init_tensor(*axes)
-    quality: MeshQuality = check_mesh_quality(mesh.p.T, mesh.t.T, min_dihedral_deg,
-                                              max_radius_ratio)
-    return mesh, axes, quality
+    origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64).reshape(3)
+    pbc = tuple(bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)))
+    frac = np.linalg.solve(cell.T, (pos - origin).T).T
+    lengths = np.linalg.norm(cell, axis=1)
+    axes = []
+    for k in range(3):
+        try:
+            x = graded_axis(float(lengths[k]), frac[:, k] * lengths[k], h_min, rate, h_max,
+                            periodic=pbc[k])
+        except MeshError as exc:
+            raise MeshError(f"lattice vector {k}: {exc}") from None
+        axes.append(x / lengths[k])
+    mesh = tensor_mesh(cell, axes, pbc, origin, order=order, intorder=intorder)
+    check_mesh_quality(mesh.mesh.p.T, mesh.mesh.t.T, min_dihedral_deg, max_radius_ratio)
+    return mesh

@@ -2,8 +2,9 @@
 
 A periodic mesh is written as its nodal P1 mesh (for P2, the once-refined mesh whose vertices
 are the P2 nodes) with every node on the cell faces present, so ParaView shows the whole
-cell. The cell, divisions and order go to a JSON sidecar ``<stem>.mesh.json`` so that
-:func:`read_fields` can rebuild the :class:`~meshes.PeriodicMesh` exactly.
+cell. The mesh description (:meth:`~meshes.TetMesh.spec`: cell, divisions, order, periodic
+axes, origin, graded node coordinates) goes to a JSON sidecar ``<stem>.mesh.json`` so that
+:func:`read_fields` can rebuild the :class:`~meshes.TetMesh` exactly.
 
 Files are written atomically: into a temporary directory beside the target, then renamed.
 """
@@ -21,7 +22,7 @@ import meshio
 import numpy as np
 
 from ._errors import MeshFileError
-from ._periodic import PeriodicMesh, periodic_mesh
+from ._tetmesh import TetMesh, mesh_from_spec
 
 _FORMATS = {".xdmf": "xdmf", ".vtu": "vtu"}
 
@@ -37,7 +38,7 @@ def _outputs(path: Path) -> list[Path]:
     return files
 
 
-def write_fields(path, mesh: PeriodicMesh, fields: dict | None = None,
+def write_fields(path, mesh: TetMesh, fields: dict | None = None,
                  metadata: dict | None = None, scale: float = 1.0) -> Path:
     """Write a periodic mesh and nodal fields for ParaView.
 
@@ -45,7 +46,7 @@ def write_fields(path, mesh: PeriodicMesh, fields: dict | None = None,
     ----------
     path : str or Path
         Target ``.xdmf`` (with a ``.h5`` beside it) or ``.vtu`` file.
-    mesh : PeriodicMesh
+    mesh : TetMesh
     fields : dict of str -> (n_dofs,) or (n_dofs, k) arrays
         Nodal values on the periodic DOFs.
     metadata : dict, optional
@@ -73,8 +74,10 @@ def write_fields(path, mesh: PeriodicMesh, fields: dict | None = None,
         point_data[name] = values[mesh.dof_map]
     data = meshio.Mesh(mesh.full_dof_positions * scale, [("tetra", mesh.full_nodal_tetrahedra)],
                        point_data=point_data)
-    side = {"cell": (mesh.cell * scale).tolist(), "divisions": list(mesh.divisions),
-            "order": mesh.order, "intorder": mesh.intorder, "metadata": metadata or {}}
+    side = mesh.spec()
+    side["cell"] = (np.asarray(mesh.cell) * scale).tolist()
+    side["origin"] = (np.asarray(mesh.origin) * scale).tolist()
+    side["metadata"] = metadata or {}
     try:
         tmpdir = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
     except OSError as exc:
@@ -99,7 +102,7 @@ class FieldFile:
     points : (n, 3) node positions of the written (full, non-periodic) mesh.
     tetrahedra : (m, 4) connectivity.
     fields : dict of str -> (n,) or (n, k) nodal values on ``points``.
-    mesh : PeriodicMesh or None, rebuilt from the sidecar when present.
+    mesh : TetMesh or None, rebuilt from the sidecar when present.
     periodic_fields : dict of str -> (n_dofs,) values on the periodic DOFs (when ``mesh``).
     metadata : dict stored with the file.
     """
@@ -107,7 +110,7 @@ class FieldFile:
     points: np.ndarray
     tetrahedra: np.ndarray
     fields: dict
-    mesh: PeriodicMesh | None
+    mesh: TetMesh | None
     periodic_fields: dict
     metadata: dict
 
@@ -135,8 +138,7 @@ def read_fields(path) -> FieldFile:
     side = _sidecar(path)
     if side.is_file():
         meta = json.loads(side.read_text())
-        mesh = periodic_mesh(np.array(meta["cell"]), tuple(meta["divisions"]),
-                             order=meta["order"], intorder=meta["intorder"])
+        mesh = mesh_from_spec(meta)
         if mesh.dof_map.size != data.points.shape[0] or not np.allclose(
                 mesh.full_dof_positions, data.points, atol=1e-9 * np.abs(mesh.cell).max()):
             raise MeshFileError(f"{path} does not match its sidecar {side.name}")

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ._errors import PointLocationError
-from ._periodic import _P2_EDGES, PeriodicMesh
+from ._tetmesh import _P2_EDGES, TetMesh
 
 _TOL = 1e-10
 
@@ -41,16 +41,16 @@ def shape_functions(order: int, bary: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class PointLocator:
-    """Locate points in a :class:`~meshes.PeriodicMesh` and interpolate its nodal fields.
+    """Locate points in a :class:`~meshes.TetMesh` and interpolate its nodal fields.
 
-    Points anywhere in space are first wrapped into the cell (the mesh is periodic).
+    Points anywhere in space are first wrapped into the cell along the mesh's periodic axes.
 
     Parameters
     ----------
-    mesh : PeriodicMesh
+    mesh : TetMesh
     """
 
-    mesh: PeriodicMesh
+    mesh: TetMesh
     _tree: cKDTree = field(init=False, repr=False)
     _origin: np.ndarray = field(init=False, repr=False)
     _inverse: np.ndarray = field(init=False, repr=False)
@@ -65,14 +65,18 @@ class PointLocator:
         object.__setattr__(self, "_inverse", np.linalg.inv(edges))
 
     def wrap(self, points) -> np.ndarray:
-        """Map points (n, 3) into the cell by lattice translations."""
+        """Map points (n, 3) into the cell by lattice translations along the periodic axes
+        (points outside an open box stay where they are and fail to be located)."""
         pts = np.asarray(points, dtype=float).reshape(-1, 3)
         if not np.all(np.isfinite(pts)):
             raise PointLocationError("points must be finite; found NaN or inf coordinates")
-        frac = np.linalg.solve(self.mesh.cell.T, pts.T).T
-        frac -= np.floor(frac)
-        frac[frac >= 1.0] -= 1.0
-        return frac @ self.mesh.cell
+        origin = np.asarray(self.mesh.origin)
+        frac = np.linalg.solve(self.mesh.cell.T, (pts - origin).T).T
+        periodic = np.asarray(self.mesh.pbc, dtype=bool)
+        wrapped = frac - np.floor(frac)
+        wrapped[wrapped >= 1.0] -= 1.0
+        frac = np.where(periodic[None, :], wrapped, frac)
+        return origin + frac @ self.mesh.cell
 
     def _bary(self, elems: np.ndarray, pts: np.ndarray) -> np.ndarray:
         lam = np.einsum("...ij,...j->...i", self._inverse[elems], pts - self._origin[elems])

@@ -117,7 +117,7 @@ def test_refined_nodal_mesh_has_dofs_as_vertices_and_covers_cell():
     mesh = periodic_mesh(TRICLINIC, (2, 3, 2), order=2)
     tets = mesh.full_nodal_tetrahedra
     pts = mesh.full_dof_positions
-    vol = meshes._periodic._signed_volumes(pts, tets)
+    vol = meshes._tetmesh._signed_volumes(pts, tets)
     assert np.all(vol > 0)
     assert np.isclose(vol.sum(), mesh.volume)
     assert tets.shape[0] == 8 * mesh.n_elements
@@ -257,26 +257,76 @@ def test_graded_axis_follows_the_size_function():
         graded_axis(10.0, [11.0], h_min, rate, h_max)
 
 
-def test_graded_box_mesh_is_valid_and_needs_far_fewer_nodes():
-    """A box around a dimer: conforming tetrahedra that fill the box exactly, quality reported,
-    periodic axes with matching faces, and many times fewer vertices than a uniform mesh at
-    h_min."""
-    from meshes import MeshQualityError, graded_box_mesh
+def test_graded_mesh_is_valid_and_needs_far_fewer_nodes():
+    """A box around a dimer: conforming tetrahedra that fill the box exactly, quality checked,
+    many times fewer vertices than a uniform mesh at h_min, and needle-like grading
+    rejected."""
+    from meshes import MeshQualityError, graded_mesh
 
     atoms = np.array([[6.0, 6.0, 6.0], [7.5, 6.0, 6.0]])
-    mesh, axes, quality = graded_box_mesh([12.0, 12.0, 12.0], atoms, 0.25, 0.3, 1.5)
-    vol = _tet_volumes(mesh)
+    mesh = graded_mesh(np.eye(3) * 12.0, atoms, 0.25, 0.3, 1.5, pbc=False, order=1)
+    vol = _tet_volumes(mesh.mesh)
     assert np.all(vol > 0) and vol.sum() == pytest.approx(12.0**3, rel=1e-12)
-    assert quality.n_elements == mesh.t.shape[1] and quality.min_dihedral_deg > 5.0
+    assert mesh.quality().min_dihedral_deg > 5.0
+    assert mesh.element_size > 1.0 and mesh.min_element_size < 0.26
     uniform = (12.0 / 0.25 + 1) ** 3
-    assert uniform / mesh.p.shape[1] > 10  # measured ~24x fewer vertices
-    _, axes_p, _ = graded_box_mesh([12.0, 12.0, 12.0], atoms, 0.25, 0.3, 1.5,
-                                   periodic=(True, True, True))
-    for ax in axes_p:
-        assert ax[0] == 0.0 and ax[-1] == 12.0  # opposite faces carry the same nodes
-    # an extreme grading makes needle-like tetrahedra: rejected
+    assert uniform / mesh.n_dofs > 10  # measured ~24x fewer vertices
     with pytest.raises(MeshQualityError, match="too distorted"):
-        graded_box_mesh([12.0, 12.0, 12.0], atoms, 0.02, 5.0, 6.0, min_dihedral_deg=5.0)
+        graded_mesh(np.eye(3) * 12.0, atoms, 0.02, 5.0, 6.0, pbc=False, min_dihedral_deg=5.0)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_graded_periodic_mesh_operators(order):
+    """A graded mesh of a periodic cell: opposite faces are identified (as many DOFs as the
+    periodic DOF lattice), constants are in the stiffness kernel, the mass matrix and the
+    nodal weights integrate to the volume, and a smooth periodic function integrates
+    accurately."""
+    from meshes import graded_mesh
+
+    cell = np.diag([5.0, 6.0, 7.0])
+    mesh = graded_mesh(cell, [[1.0, 2.0, 6.5]], 0.3, 0.4, 1.0, pbc=True, order=order)
+    n = np.asarray(mesh.divisions) * order
+    assert mesh.n_dofs == np.prod(n) and mesh.boundary_dofs.size == 0
+    assert np.abs(mesh.stiffness @ np.ones(mesh.n_dofs)).max() < 1e-12
+    one = np.ones(mesh.n_dofs)
+    assert one @ (mesh.mass @ one) == pytest.approx(210.0, rel=1e-12)
+    assert mesh.nodal_weights.sum() == pytest.approx(210.0, rel=1e-12)
+    assert mesh.exact_nodal_weights.sum() == pytest.approx(210.0, rel=1e-12)
+    x = mesh.quad_points
+    f = np.cos(2 * np.pi * x[:, 0] / 5.0) ** 2 * (1 + np.sin(2 * np.pi * x[:, 2] / 7.0))
+    assert mesh.integrate(f) == pytest.approx(105.0, rel=1e-3)
+    # a periodic field of the DOFs is continuous across the cell faces: its gradient is that
+    # of the interpolated function
+    u = np.sin(2 * np.pi * mesh.dof_positions[:, 1] / 6.0)
+    g = mesh.gradient(u)
+    exact = 2 * np.pi / 6.0 * np.cos(2 * np.pi * x[:, 1] / 6.0)
+    assert np.sqrt(mesh.integrate((g[:, 1] - exact) ** 2) / 210.0) < (0.25 if order == 1
+                                                                        else 0.05)
+
+
+def test_open_box_mesh_boundary_spec_and_location():
+    """An isolated box with an origin: boundary DOFs are exactly those on its faces, the
+    description rebuilds the same mesh, and points are located inside (not wrapped)."""
+    from meshes import PointLocationError, PointLocator, graded_mesh, mesh_from_spec
+
+    origin = np.array([-3.0, -2.0, -4.0])
+    cell = np.diag([6.0, 4.0, 8.0])
+    mesh = graded_mesh(cell, [[0.0, 0.0, 0.0]], 0.4, 0.5, 1.5, pbc=False, origin=origin)
+    pos = mesh.dof_positions
+    on_face = np.any(np.isclose(pos, origin) | np.isclose(pos, origin + np.diag(cell)), axis=1)
+    assert np.array_equal(np.flatnonzero(on_face), mesh.boundary_dofs)
+    n = np.asarray(mesh.divisions) * 2 + 1
+    assert mesh.n_dofs == np.prod(n)
+    assert mesh.basis_integrals.sum() == pytest.approx(192.0, rel=1e-12)
+    again = mesh_from_spec(mesh.spec())
+    assert np.array_equal(again.dof_positions, mesh.dof_positions)
+    assert again.pbc == (False, False, False)
+    loc = PointLocator(mesh)
+    u = 1.0 + pos[:, 0] - 2 * pos[:, 1] * pos[:, 2]  # quadratic: P2 reproduces it
+    pts = np.array([[0.3, -1.1, 2.0], [-2.9, 1.9, -3.9]])
+    assert np.allclose(loc.interpolate(u, pts), 1 + pts[:, 0] - 2 * pts[:, 1] * pts[:, 2])
+    with pytest.raises(PointLocationError):
+        loc.locate([[3.5, 0.0, 0.0]])  # outside the box: not wrapped
 
 
 def _tet_volumes(mesh):

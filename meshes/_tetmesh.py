@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -65,7 +65,7 @@ _RED_REFINEMENT = _oriented(_REF_P2_NODES, _RED_REFINEMENT)
 
 
 def kuhn_cube(divisions: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Kuhn triangulation of the unit cube.
+    """Kuhn triangulation of the unit cube on a uniform grid.
 
     Parameters
     ----------
@@ -79,8 +79,29 @@ def kuhn_cube(divisions: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     tets : (6 n1 n2 n3, 4) int
         Positively oriented tetrahedra.
     """
-    n = np.asarray(divisions, dtype=int)
-    axes = [np.linspace(0.0, 1.0, k + 1) for k in n]
+    return kuhn_box([np.linspace(0.0, 1.0, int(k) + 1) for k in divisions])
+
+
+def kuhn_box(axes) -> tuple[np.ndarray, np.ndarray]:
+    """Kuhn triangulation of the tensor grid ``axes[0] x axes[1] x axes[2]``.
+
+    Every box of the grid is cut into the six tetrahedra that share its main diagonal. The
+    triangulation of a face depends only on the two axes that span it, so opposite faces of
+    the grid carry identical triangulations and periodic DOFs can be identified.
+
+    Parameters
+    ----------
+    axes : sequence of three increasing 1-D arrays
+        Node coordinates along each axis (e.g. fractional, from 0 to 1).
+
+    Returns
+    -------
+    points : (N, 3) float, ``N = Π len(axes[k])``, in C order of the axes.
+    tets : (6 Π (len(axes[k]) - 1), 4) int
+        Positively oriented tetrahedra.
+    """
+    axes = [np.asarray(a, dtype=float) for a in axes]
+    n = np.array([a.size - 1 for a in axes])
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     stride = np.array([(n[1] + 1) * (n[2] + 1), n[2] + 1, 1])
     corner = np.stack(np.meshgrid(*[np.arange(k) for k in n], indexing="ij"), axis=-1)
@@ -137,18 +158,21 @@ def divisions_for_spacing(cell, spacing: float, minimum: int = 2) -> tuple[int, 
 
 
 @dataclass(frozen=True, eq=False)
-class PeriodicMesh:
-    """A periodic tetrahedral mesh of a cell with a P1 or P2 basis.
+class TetMesh:
+    """A tetrahedral mesh of a cell or box with a P1 or P2 basis, periodic along the axes
+    flagged in ``pbc`` (all three for a crystal, none for an isolated domain).
 
-    Build with :func:`periodic_mesh`. Heavy operators are computed on first use and cached;
+    The mesh is the Kuhn triangulation of a tensor grid in fractional coordinates (uniform or
+    graded towards atoms), mapped onto the cell. Build with :func:`periodic_mesh` (uniform,
+    periodic) or :func:`graded_mesh`. Heavy operators are computed on first use and cached;
     the object is otherwise immutable.
 
     Attributes
     ----------
     cell : (3, 3) float
-        Lattice vectors as rows.
+        Lattice vectors (box edges) as rows.
     divisions : (3,) int
-        Sub-cubes along each lattice vector.
+        Sub-boxes along each lattice vector.
     order : int
         Polynomial order of the basis (1 or 2).
     intorder : int
@@ -164,6 +188,12 @@ class PeriodicMesh:
         Fractional coordinates in [0, 1) of each periodic DOF.
     ref_points, ref_weights : (3, n_quad), (n_quad,)
         The quadrature rule on the reference tetrahedron.
+    pbc : (3,) bool
+        Periodic axes. DOFs on the faces of non-periodic axes are :attr:`boundary_dofs`.
+    origin : (3,) float
+        Position of the cell's corner (fractional 0, 0, 0).
+    axes : tuple of three arrays or None
+        Fractional node coordinates along each axis (0 to 1); ``None`` for a uniform grid.
     """
 
     cell: np.ndarray
@@ -176,12 +206,47 @@ class PeriodicMesh:
     dof_frac: np.ndarray
     ref_points: np.ndarray
     ref_weights: np.ndarray
+    pbc: tuple = (True, True, True)
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    axes: tuple | None = None
 
     # ------------------------------------------------------------------ sizes
     @property
     def n_dofs(self) -> int:
-        """Number of periodic degrees of freedom."""
+        """Number of (periodic) degrees of freedom."""
         return self.dof_frac.shape[0]
+
+    @property
+    def is_periodic(self) -> bool:
+        """True when every axis is periodic (a crystal cell)."""
+        return all(self.pbc)
+
+    def node_axes(self) -> list:
+        """Fractional vertex coordinates along each axis (uniform or graded)."""
+        if self.axes is not None:
+            return [np.asarray(a) for a in self.axes]
+        return [np.linspace(0.0, 1.0, n + 1) for n in self.divisions]
+
+    @cached_property
+    def boundary_dofs(self) -> np.ndarray:
+        """Indices of the DOFs on the faces of non-periodic axes (empty for a crystal)."""
+        on = np.zeros(self.n_dofs, dtype=bool)
+        for k, periodic in enumerate(self.pbc):
+            if not periodic:
+                on |= (np.abs(self.dof_frac[:, k]) < 1e-12) | (
+                    np.abs(self.dof_frac[:, k] - 1.0) < 1e-12)
+        return np.flatnonzero(on)
+
+    def spec(self) -> dict:
+        """Everything :func:`mesh_from_spec` needs to rebuild this mesh (JSON-serialisable,
+        lengths in the mesh's unit)."""
+        out = {"cell": np.asarray(self.cell).tolist(), "divisions": list(self.divisions),
+               "order": int(self.order), "intorder": int(self.intorder),
+               "pbc": [bool(p) for p in self.pbc],
+               "origin": np.asarray(self.origin, dtype=float).tolist()}
+        if self.axes is not None:
+            out["axes"] = [np.asarray(a).tolist() for a in self.axes]
+        return out
 
     @property
     def n_elements(self) -> int:
@@ -202,8 +267,15 @@ class PeriodicMesh:
 
     @property
     def element_size(self) -> float:
-        """Longest sub-cube edge along a lattice vector (length unit)."""
-        return float(np.max(np.linalg.norm(self.cell, axis=1) / np.asarray(self.divisions)))
+        """Longest sub-box edge along a lattice vector (length unit)."""
+        lengths = np.linalg.norm(self.cell, axis=1)
+        return float(max(L * np.diff(a).max() for L, a in zip(lengths, self.node_axes())))
+
+    @property
+    def min_element_size(self) -> float:
+        """Shortest sub-box edge along a lattice vector (length unit)."""
+        lengths = np.linalg.norm(self.cell, axis=1)
+        return float(min(L * np.diff(a).min() for L, a in zip(lengths, self.node_axes())))
 
     @property
     def n_quad(self) -> int:
@@ -213,8 +285,8 @@ class PeriodicMesh:
     # ------------------------------------------------------------------ DOFs
     @cached_property
     def dof_positions(self) -> np.ndarray:
-        """(n_dofs, 3) Cartesian positions of the periodic DOFs (inside the cell)."""
-        return self.dof_frac @ self.cell
+        """(n_dofs, 3) Cartesian positions of the DOFs (inside the cell)."""
+        return np.asarray(self.origin) + self.dof_frac @ self.cell
 
     @cached_property
     def element_dofs(self) -> np.ndarray:
@@ -401,12 +473,12 @@ class PeriodicMesh:
     def exact_nodal_weights(self) -> np.ndarray:
         """(n_dofs,) exact integrals ``∫ ψ_i`` of the nodal hat functions (sub-tetrahedron
         volumes / 4). Equal to :attr:`nodal_weights` for P1."""
-        element_volume = self.volume / self.n_elements  # all Kuhn tetrahedra are equal
-        sub_volume = np.array([element_volume])
+        element_volume = self._abs_det / 6.0
+        sub_volume = element_volume[:, None]
         if self.order == 2:
             ref = np.abs(_signed_volumes(_REF_P2_NODES, _RED_REFINEMENT))
-            sub_volume = ref / ref.sum() * element_volume
-        per_vertex = np.repeat(np.tile(sub_volume, self.n_elements) / 4.0, 4)
+            sub_volume = element_volume[:, None] * (ref / ref.sum())[None]
+        per_vertex = np.repeat(sub_volume.ravel() / 4.0, 4)
         return np.bincount(self.nodal_tetrahedra.ravel(), weights=per_vertex,
                            minlength=self.n_dofs)
 
@@ -466,7 +538,7 @@ class PeriodicMesh:
         Xs, Ws = get_quadrature(RefTet, intorder)  # (3, p), (p,)
         elem = self.basis.elem
         invJ = self._inverse_jacobians  # (3, 3, ne)
-        detJ = self.volume / self.n_elements * 6.0  # all Kuhn tetrahedra have equal volume
+        detJ = self._abs_det[:, None]
         out = np.zeros(self.n_dofs)
         for sub in subs:
             v0 = nodes[sub[0]]
@@ -496,6 +568,19 @@ class PeriodicMesh:
         return self.interpolation @ u
 
 
+def _check_order(order: int, intorder: int | None) -> int:
+    if order not in (1, 2):
+        raise MeshError(f"order must be 1 (P1) or 2 (P2), got {order!r}")
+    if intorder is None:
+        intorder = 5
+    if intorder not in POSITIVE_TET_RULES:
+        raise MeshError(
+            f"quadrature order {intorder} has negative weights in scikit-fem; use one of "
+            f"{POSITIVE_TET_RULES}"
+        )
+    return int(intorder)
+
+
 def periodic_mesh(
     cell,
     divisions=None,
@@ -503,8 +588,8 @@ def periodic_mesh(
     spacing: float | None = None,
     order: int = 2,
     intorder: int | None = None,
-) -> PeriodicMesh:
-    """Build a periodic tetrahedral mesh of a cell.
+) -> TetMesh:
+    """Build a uniform periodic tetrahedral mesh of a cell.
 
     Parameters
     ----------
@@ -524,18 +609,10 @@ def periodic_mesh(
 
     Returns
     -------
-    PeriodicMesh
+    TetMesh
     """
     cell = check_cell(cell)
-    if order not in (1, 2):
-        raise MeshError(f"order must be 1 (P1) or 2 (P2), got {order!r}")
-    if intorder is None:
-        intorder = 5
-    if intorder not in POSITIVE_TET_RULES:
-        raise MeshError(
-            f"quadrature order {intorder} has negative weights in scikit-fem; use one of "
-            f"{POSITIVE_TET_RULES}"
-        )
+    intorder = _check_order(order, intorder)
     if divisions is None:
         if spacing is None:
             raise MeshError("give either divisions or spacing")
@@ -543,9 +620,52 @@ def periodic_mesh(
     divisions = tuple(int(k) for k in np.broadcast_to(np.asarray(divisions), (3,)))
     if min(divisions) < 2:
         raise MeshError(f"each axis needs at least 2 divisions for periodicity, got {divisions}")
+    axes = [np.linspace(0.0, 1.0, k + 1) for k in divisions]
+    return _tet_mesh(cell, axes, (True, True, True), np.zeros(3), order, intorder,
+                     graded=False)
 
-    frac, tets = kuhn_cube(divisions)
-    points = frac @ cell
+
+def tensor_mesh(cell, axes, pbc=(True, True, True), origin=None, *, order: int = 2,
+                intorder: int | None = None) -> TetMesh:
+    """Build a tetrahedral mesh of a cell from fractional node coordinates per axis.
+
+    Parameters
+    ----------
+    cell : (3, 3) array
+        Lattice vectors (box edges) as rows.
+    axes : sequence of three increasing arrays
+        Fractional vertex coordinates along each lattice vector, from 0 to 1.
+    pbc : (3,) bool
+        Periodic axes (at least 2 intervals each); DOFs of opposite faces are identified.
+    origin : (3,) array, optional
+        Cartesian position of the cell corner (default 0).
+    order, intorder : see :func:`periodic_mesh`.
+
+    Returns
+    -------
+    TetMesh
+    """
+    cell = check_cell(cell)
+    intorder = _check_order(order, intorder)
+    pbc = tuple(bool(p) for p in np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)))
+    axes = [np.asarray(a, dtype=float).ravel() for a in axes]
+    if len(axes) != 3:
+        raise MeshError(f"give node coordinates for 3 axes, got {len(axes)}")
+    for k, a in enumerate(axes):
+        if a.size < 2 or a[0] != 0.0 or a[-1] != 1.0 or np.any(np.diff(a) <= 0):
+            raise MeshError(f"axis {k}: fractional node coordinates must increase from 0 to 1 "
+                            f"(got {a.size} values from {a[0] if a.size else None})")
+        if pbc[k] and a.size < 3:
+            raise MeshError(f"axis {k} is periodic and needs at least 2 intervals")
+    origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=float).reshape(3)
+    if not np.all(np.isfinite(origin)):
+        raise MeshError("the mesh origin must be finite")
+    return _tet_mesh(cell, axes, pbc, origin, order, intorder, graded=True)
+
+
+def _tet_mesh(cell, axes, pbc, origin, order, intorder, graded) -> TetMesh:
+    frac, tets = kuhn_box(axes)
+    points = origin + frac @ cell
     if np.linalg.det(cell) < 0:  # left-handed cell: the map flips every orientation
         tets = tets[:, [0, 1, 3, 2]]
     mesh = MeshTet(np.ascontiguousarray(points.T), np.ascontiguousarray(tets.T))
@@ -553,19 +673,60 @@ def periodic_mesh(
     basis = Basis(mesh, element, intorder=1)  # DOF numbering and locations only
     ref_points, ref_weights = get_quadrature(RefTet, intorder)
 
-    # Identify DOFs on opposite faces: round fractional positions to the DOF lattice.
-    nd = np.asarray(divisions) * order
-    full_frac = np.linalg.solve(cell.T, basis.doflocs).T
-    keys = np.mod(np.rint(full_frac * nd).astype(np.int64), nd)
-    linear = (keys[:, 0] * nd[1] + keys[:, 1]) * nd[2] + keys[:, 2]
+    # DOF coordinates along each axis: the vertices and, for P2, the interval midpoints (the
+    # Kuhn edges join vertices at most one interval apart along each axis).
+    dof_axes = []
+    for a in axes:
+        if order == 2:
+            d = np.empty(2 * a.size - 1)
+            d[0::2], d[1::2] = a, 0.5 * (a[1:] + a[:-1])
+        else:
+            d = a
+        dof_axes.append(d)
+    full_frac = np.linalg.solve(cell.T, basis.doflocs - origin[:, None]).T
+    keys = []
+    for k, d in enumerate(dof_axes):
+        i = np.clip(np.searchsorted(d, full_frac[:, k]), 1, d.size - 1)
+        i -= (full_frac[:, k] - d[i - 1]) < (d[i] - full_frac[:, k])  # nearest
+        if pbc[k]:
+            i = np.mod(i, d.size - 1)
+        keys.append(i.astype(np.int64))
+    nd = np.array([d.size - 1 if p else d.size for d, p in zip(dof_axes, pbc)])
+    linear = (keys[0] * nd[1] + keys[1]) * nd[2] + keys[2]
     unique, dof_map = np.unique(linear, return_inverse=True)
     if unique.size != int(np.prod(nd)):
-        raise MeshError("periodic DOF identification failed: inconsistent DOF lattice")
+        raise MeshError("DOF identification failed: inconsistent DOF lattice")
     idx = np.stack(np.unravel_index(unique, tuple(nd)), axis=1)
-    dof_frac = idx / nd
-    log.debug("periodic mesh: divisions=%s order=%d dofs=%d", divisions, order, unique.size)
-    return PeriodicMesh(
+    dof_frac = np.stack([dof_axes[k][idx[:, k]] for k in range(3)], axis=1)
+    divisions = tuple(int(a.size - 1) for a in axes)
+    log.debug("tetrahedral mesh: divisions=%s pbc=%s order=%d dofs=%d", divisions, pbc, order,
+              unique.size)
+    return TetMesh(
         cell=cell, divisions=divisions, order=order, intorder=intorder, mesh=mesh,
         basis=basis, dof_map=dof_map.ravel(), dof_frac=dof_frac, ref_points=ref_points,
-        ref_weights=ref_weights,
+        ref_weights=ref_weights, pbc=tuple(pbc), origin=np.asarray(origin, dtype=float),
+        axes=tuple(np.asarray(a) for a in axes) if graded else None,
     )
+
+
+def mesh_from_spec(spec: dict) -> TetMesh:
+    """Rebuild a mesh from :meth:`TetMesh.spec` (e.g. read back from a file).
+
+    Raises
+    ------
+    MeshError
+        If the description is incomplete.
+    """
+    try:
+        cell = np.asarray(spec["cell"], dtype=float)
+        order, intorder = int(spec["order"]), int(spec["intorder"])
+        divisions = tuple(int(d) for d in spec["divisions"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MeshError(f"incomplete mesh description ({exc}); it needs cell, divisions, "
+                        "order and intorder") from None
+    pbc = tuple(bool(p) for p in spec.get("pbc", (True, True, True)))
+    origin = np.asarray(spec.get("origin", np.zeros(3)), dtype=float)
+    if spec.get("axes") is None and all(pbc) and not np.any(origin):
+        return periodic_mesh(cell, divisions, order=order, intorder=intorder)
+    axes = spec.get("axes") or [np.linspace(0.0, 1.0, n + 1) for n in divisions]
+    return tensor_mesh(cell, axes, pbc, origin, order=order, intorder=intorder)
