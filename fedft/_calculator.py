@@ -24,15 +24,21 @@ class FedftCalculator(Calculator):
         Energy-density gauge of :attr:`result` (``"gradient"`` or ``"laplacian"``).
     settings : dict
         Overrides of individual solver settings (bohr, Ha).
+    charge : float or None
+        Net charge Q (e) of an isolated structure (``pbc=False``); default: the sum of the
+        atoms' initial charges.
 
-    After a calculation, :attr:`result` holds the full :class:`fedft.Result` (fields included).
-    Meshes, matrices and AMG hierarchies are reused while the cell stays the same, and the last
-    density starts the next minimisation.
+    Isolated structures (``pbc=False``) also give ``dipole`` (e·Å, about the origin). After a
+    calculation, :attr:`result` holds the full :class:`fedft.Result` (fields included).
+    Meshes, matrices and AMG hierarchies are reused while the mesh stays the same (a graded
+    mesh follows the atoms, so it is rebuilt when they move), and the last density starts the
+    next minimisation when it lives on the same mesh.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "dipole"]
     default_parameters = {"pseudopotentials": None, "kinetic_lambda": None,
-                          "preset": "accurate", "gauge": "gradient", "settings": {}}
+                          "preset": "accurate", "gauge": "gradient", "settings": {},
+                          "charge": None}
     discard_results_on_any_change = True
 
     def __init__(self, **kwargs):
@@ -52,6 +58,9 @@ class FedftCalculator(Calculator):
         guess = self.result if "cell" not in system_changes else None
         self.result = compute(self.atoms, p["pseudopotentials"], p["kinetic_lambda"],
                               preset=p["preset"], gauge=p["gauge"], cache=self._cache,
-                              initial_guess=guess, **dict(p.get("settings") or {}))
+                              initial_guess=guess, charge=p.get("charge"),
+                              **dict(p.get("settings") or {}))
         self.results = {"energy": self.result.energy, "free_energy": self.result.free_energy,
                         "forces": self.result.forces.copy()}
+        if self.result.dipole is not None:
+            self.results["dipole"] = self.result.dipole.copy()

@@ -10,7 +10,7 @@ from ase import Atoms
 
 from ._discretisation import Discretisation
 from ._errors import SettingsError
-from ._groundstate import build_mesh, prepare_system, solve_ground_state
+from ._groundstate import build_mesh, is_graded, prepare_system, solve_ground_state
 from ._result import Result, build_result
 from ._settings import Settings, resolve_settings
 from ._units import BOHR
@@ -27,12 +27,18 @@ class DiscretisationCache:
         self._items: list = []
 
     @staticmethod
-    def key(cell_bohr: np.ndarray, settings: Settings):
-        return (np.round(cell_bohr, 10).tobytes(), settings.order, settings.intorder,
-                settings.spacing)
+    def key(system, settings: Settings):
+        """What the mesh depends on: the cell or box, its boundaries, the mesh settings and,
+        for graded meshes, the atom positions."""
+        key = (np.round(system.cell, 10).tobytes(), np.round(system.origin, 10).tobytes(),
+               system.periodic, settings.order, settings.intorder, settings.spacing)
+        if is_graded(system, settings):
+            key += (settings.grading_rate, settings.h_max,
+                    np.round(system.positions, 10).tobytes())
+        return key
 
     def get(self, system, settings: Settings) -> Discretisation:
-        key = self.key(system.cell, settings)
+        key = self.key(system, settings)
         for k, disc in self._items:
             if k == key:
                 return disc
@@ -56,13 +62,15 @@ def check_lambda(kinetic_lambda) -> float:
 def compute(atoms: Atoms, pseudopotentials: dict, kinetic_lambda: float,
             preset: str | Settings = "accurate", gauge: str = "gradient",
             cache: DiscretisationCache | None = None, initial_guess=None, progress=None,
-            **overrides) -> Result:
-    """Ground state of a periodic structure.
+            charge: float | None = None, **overrides) -> Result:
+    """Ground state of a periodic or isolated structure.
 
     Parameters
     ----------
     atoms : ase.Atoms
-        Periodic structure (Å); atoms outside the cell are wrapped.
+        Periodic structure (``pbc=True``, Å; atoms outside the cell are wrapped), or isolated
+        one (``pbc=False``): in its cell, which is then the domain with open boundaries, or,
+        without a cell, in a box ``vacuum`` larger than the atoms on every side.
     pseudopotentials : dict
         Chemical symbol -> spec: ``"erf:Z:RC"`` (RC in Å), a ``.psp8``/``.recpot``/``.upf``
         path, or a pseudopotential object.
@@ -78,6 +86,9 @@ def compute(atoms: Atoms, pseudopotentials: dict, kinetic_lambda: float,
         A previous result on the same mesh whose density starts the minimisation.
     progress : callable(dict), optional
         Called after each minimiser iteration.
+    charge : float, optional
+        Net charge Q (e) of an isolated structure (``N_e = Σ Z − Q``); default: the sum of
+        ``atoms.get_initial_charges()``. Periodic cells must be neutral.
     **overrides
         Settings fields to override (e.g. ``spacing=0.3``, in bohr).
 
@@ -91,12 +102,14 @@ def compute(atoms: Atoms, pseudopotentials: dict, kinetic_lambda: float,
     """
     lam = check_lambda(kinetic_lambda)
     settings = resolve_settings(preset, **overrides)
-    system = prepare_system(atoms, pseudopotentials, settings)
+    system = prepare_system(atoms, pseudopotentials, settings, charge=charge)
     t0 = time.perf_counter()
     disc = (cache or DiscretisationCache(size=1)).get(system, settings)
     t_assembly = time.perf_counter() - t0
     u0 = None
-    if initial_guess is not None and initial_guess.mesh.n_dofs == disc.mesh.n_dofs:
+    if initial_guess is not None and (initial_guess.mesh is disc.mesh or (
+            initial_guess.mesh.n_dofs == disc.mesh.n_dofs and np.allclose(
+                initial_guess.mesh.dof_positions, disc.mesh.dof_positions, atol=1e-8))):
         u0 = np.sqrt(np.maximum(initial_guess.fields["rho"], 0.0) * BOHR**3)
     gs = solve_ground_state(system, lam, settings, disc=disc, u0=u0, progress=progress)
     gs.timings["assembly"] = t_assembly

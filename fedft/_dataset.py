@@ -8,11 +8,13 @@ Layout (``docs/dataset.md`` describes it for readers using plain h5py)::
     /structures/<key>/     one complete structure, <key> = content hash of structure + settings
         attrs              key, index, formula, n_atoms, energy, chemical_potential,
                            n_electrons, kinetic_lambda, gauge, code_version, settings (JSON),
-                           history (JSON), pseudopotentials (JSON), timings (JSON), info (JSON)
+                           history (JSON), pseudopotentials (JSON), timings (JSON), info (JSON),
+                           dipole (3,) e·Å (isolated structures only)
         atoms/             positions (n_atoms, 3) Å, numbers (n_atoms,), cell (3, 3) Å,
                            pbc (3,); attrs charge (e)
         mesh/              nodes -> hard link to ../points, tetrahedra (n_tet, 4);
-                           attrs cell (Å), cell_bohr, divisions, order, intorder
+                           attrs cell (Å), cell_bohr, divisions, order, intorder, spec (JSON,
+                           bohr: the whole mesh description incl. pbc, origin, graded axes)
         points (n, 3) Å    reference points: the vertices of the nodal P1 mesh
         weights (n,) Å³    positive quadrature weights of the points
         fields/<name> (n,) rho, phi, energy densities, ...; attrs unit
@@ -236,6 +238,7 @@ def write_record(parent, key: str, result: Result, index: int = 0, info: dict | 
     a["timings"] = to_json(result.timings)
     a["info"] = to_json(_jsonable_info(atoms.info if info is None else info))
     _write_atoms(g, atoms)
+    g["atoms"].attrs["charge"] = float(result.charge)
     g.create_dataset("points", data=result.points)
     g.create_dataset("weights", data=result.weights)
     g.create_dataset("forces", data=result.forces)
@@ -247,6 +250,9 @@ def write_record(parent, key: str, result: Result, index: int = 0, info: dict | 
     m.attrs["divisions"] = np.asarray(result.mesh.divisions, dtype=np.int64)
     m.attrs["order"] = int(result.mesh.order)
     m.attrs["intorder"] = int(result.mesh.intorder)
+    m.attrs["spec"] = to_json(result.mesh.spec())  # bohr: pbc, origin, graded axes
+    if result.dipole is not None:
+        a["dipole"] = np.asarray(result.dipole, dtype=float)
     f = g.create_group("fields")
     for name in sorted(result.fields):
         ds = f.create_dataset(name, data=result.fields[name])
@@ -342,12 +348,15 @@ class Record:
         Tetrahedra of the nodal P1 mesh in point indices (periodic: a tetrahedron crossing
         the cell boundary uses the wrapped points).
     mesh_info : dict
-        ``cell`` (Å), ``cell_bohr``, ``divisions``, ``order``, ``intorder``.
+        ``cell`` (Å), ``cell_bohr``, ``divisions``, ``order``, ``intorder`` and ``spec`` (the
+        mesh description, :meth:`meshes.TetMesh.spec`, bohr; None in older files).
     chemical_potential, n_electrons, kinetic_lambda : float
     gauge : str
     settings, pseudopotentials, timings, info : dict
     history : list of dict
     code_version : str
+    dipole : (3,) float or None
+        Dipole moment (e·Å) of an isolated structure.
     """
 
     key: str
@@ -371,6 +380,7 @@ class Record:
     timings: dict
     info: dict
     code_version: str
+    dipole: np.ndarray | None = None
 
     def energy_density(self, term: str = "total") -> np.ndarray:
         """Nodal energy density (eV/Å³) of ``"total"`` or one term."""
@@ -379,13 +389,20 @@ class Record:
     def mesh(self, unit: str = "bohr"):
         """Rebuild the :class:`meshes.TetMesh` (``unit`` "bohr" as the solver used it,
         or "angstrom"); its ``dof_positions`` are :attr:`points` in that unit."""
-        from meshes import periodic_mesh
+        from meshes import mesh_from_spec, periodic_mesh
 
         if unit not in ("bohr", "angstrom"):
             raise ValueError(f"unit must be 'bohr' or 'angstrom', got {unit!r}")
-        cell = self.mesh_info["cell_bohr" if unit == "bohr" else "cell"]
-        return periodic_mesh(cell, tuple(self.mesh_info["divisions"]),
-                             order=self.mesh_info["order"], intorder=self.mesh_info["intorder"])
+        spec = self.mesh_info.get("spec")
+        if spec is None:  # uniform periodic meshes written before isolated systems
+            cell = self.mesh_info["cell_bohr" if unit == "bohr" else "cell"]
+            return periodic_mesh(cell, tuple(self.mesh_info["divisions"]),
+                                 order=self.mesh_info["order"],
+                                 intorder=self.mesh_info["intorder"])
+        if unit == "angstrom":
+            spec = dict(spec, cell=(np.asarray(spec["cell"]) * BOHR).tolist(),
+                        origin=(np.asarray(spec["origin"]) * BOHR).tolist())
+        return mesh_from_spec(spec)
 
 
 def _read_atoms(g) -> Atoms:
@@ -527,12 +544,14 @@ class Dataset:
             tetrahedra=m["tetrahedra"][()] if mesh else None,
             mesh_info={"cell": m.attrs["cell"], "cell_bohr": m.attrs["cell_bohr"],
                        "divisions": tuple(int(d) for d in m.attrs["divisions"]),
-                       "order": int(m.attrs["order"]), "intorder": int(m.attrs["intorder"])},
+                       "order": int(m.attrs["order"]), "intorder": int(m.attrs["intorder"]),
+                       "spec": json.loads(m.attrs["spec"]) if "spec" in m.attrs else None},
             chemical_potential=float(a["chemical_potential"]),
             n_electrons=float(a["n_electrons"]), kinetic_lambda=float(a["kinetic_lambda"]),
             gauge=str(a["gauge"]), settings=json.loads(a["settings"]),
             history=json.loads(a["history"]), pseudopotentials=json.loads(a["pseudopotentials"]),
             timings=json.loads(a["timings"]), info=json.loads(a["info"]),
+            dipole=np.asarray(a["dipole"]) if "dipole" in a else None,
             code_version=str(a["code_version"]))
 
     def energies(self) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Point-ion Ewald energy, per-atom energies and forces for any (triclinic) periodic cell.
+"""Point-ion Ewald energy, per-atom energies and forces for any (triclinic) periodic cell, and
+the plain Coulomb sum of an isolated set of ions.
 
     E = ½ Σ'_{i,j,L} Z_i Z_j erfc(η r)/r + (2π/Ω) Σ_{G≠0} e^{-G²/4η²}/G² |S(G)|²
         - η/√π Σ_i Z_i² - π Z_tot²/(2Ω η²)
@@ -94,8 +95,29 @@ def ewald(positions: np.ndarray, charges: np.ndarray, cell: np.ndarray,
     return EwaldResult(energy=float(per_atom.sum()), per_atom=per_atom, forces=f_real + f_rec)
 
 
+def coulomb(positions: np.ndarray, charges: np.ndarray) -> EwaldResult:
+    """Ion-ion energy ``Σ_{I<J} Z_I Z_J / R_IJ`` of isolated point ions (no images, no
+    background), its per-atom halves and the forces.
+
+    Parameters
+    ----------
+    positions : (n, 3) bohr
+    charges : (n,) e
+    """
+    pos = np.asarray(positions, float)
+    Z = np.asarray(charges, float)
+    d = pos[:, None, :] - pos[None, :, :]
+    r = np.linalg.norm(d, axis=-1)
+    off = ~np.eye(Z.size, dtype=bool)
+    rr = np.where(off, r, 1.0)
+    pair = np.where(off, Z[:, None] * Z[None, :] / rr, 0.0)
+    per_atom = 0.5 * pair.sum(axis=1)
+    forces = np.einsum("ij,ijk->ik", pair / rr**2, d)
+    return EwaldResult(energy=float(per_atom.sum()), per_atom=per_atom, forces=forces)
+
+
 def gaussian_overlap_energy(positions: np.ndarray, charges: np.ndarray, widths: np.ndarray,
-                            cell: np.ndarray) -> np.ndarray:
+                            cell: np.ndarray, periodic: bool = True) -> np.ndarray:
     """Per-atom share of ``E_corr = Σ_{I<J} Z_I Z_J erfc(R_IJ/√(s_I²+s_J²))/R_IJ`` (Ha): the
     difference between point ions and Gaussian ions ``Z (π s²)^{-3/2} exp(-r²/s²)`` over all
     periodic images (BACKGROUND §1); short-ranged, and negligible unless the Gaussians overlap.
@@ -105,14 +127,18 @@ def gaussian_overlap_energy(positions: np.ndarray, charges: np.ndarray, widths: 
     positions : (n, 3) bohr
     charges, widths : (n,) e and bohr
     cell : (3, 3) bohr
+    periodic : bool
+        Sum over the images of the cell (False: the atoms only).
     """
     pos = np.asarray(positions, float)
     Z = np.asarray(charges, float)
     s = np.asarray(widths, float)
     width = np.sqrt(s[:, None] ** 2 + s[None, :] ** 2)  # (n, n)
     rcut = _DIGITS * 1.4 * width.max()  # erfc(7.4) ~ 1e-25
-    shifts = _lattice_shifts(cell, rcut + np.ptp(pos @ np.linalg.inv(cell), axis=0).max()
-                             * np.linalg.norm(cell, axis=1).max())
+    shifts = np.zeros((1, 3), dtype=int)
+    if periodic:
+        shifts = _lattice_shifts(cell, rcut + np.ptp(pos @ np.linalg.inv(cell), axis=0).max()
+                                 * np.linalg.norm(cell, axis=1).max())
     per_atom = np.zeros(Z.size)
     diff = pos[:, None, :] - pos[None, :, :]
     zz = Z[:, None] * Z[None, :]

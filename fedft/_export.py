@@ -85,7 +85,8 @@ def cube_grid(record: Record, shape=None) -> tuple[tuple, np.ndarray]:
     -------
     shape : tuple of 3 ints
     points : (nx*ny*nz, 3) float
-        Grid points in bohr, ``(i/nx) a1 + (j/ny) a2 + (k/nz) a3`` with k fastest.
+        Grid points in bohr, ``origin + (i/nx) a1 + (j/ny) a2 + (k/nz) a3`` with k fastest
+        (the origin is the box corner of an isolated structure, else 0).
     """
     if shape is None:
         shape = tuple(int(d) * record.mesh_info["order"] for d in record.mesh_info["divisions"])
@@ -94,7 +95,9 @@ def cube_grid(record: Record, shape=None) -> tuple[tuple, np.ndarray]:
         raise ValueError(f"grid shape must be three positive integers, got {shape}")
     axes = [np.arange(n) / n for n in shape]
     frac = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    return shape, frac @ np.asarray(record.mesh_info["cell_bohr"])
+    spec = record.mesh_info.get("spec") or {}
+    origin = np.asarray(spec.get("origin", np.zeros(3)), dtype=float)
+    return shape, origin + frac @ np.asarray(record.mesh_info["cell_bohr"])
 
 
 def export_cube(record: Record, path, field: str = "rho", shape=None) -> Path:

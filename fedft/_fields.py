@@ -17,8 +17,8 @@ potential form of BACKGROUND §2::
 
     e_es = ½ (ρ_ion − ρ) Φ − Σ_I ½ g_I φ_I + ρ V_sr + c
 
-with ``ρ_ion = Σ_I g_I`` the Gaussian compensation charges, ``Φ`` the (zero-mean) electrostatic
-potential of the total charge ``ρ_ion − ρ``, ``φ_I = Z_I erf(r/s_I)/r`` each Gaussian's own
+with ``ρ_ion = Σ_I g_I`` the Gaussian compensation charges, ``Φ`` the electrostatic potential
+of the total charge ``ρ_ion − ρ`` (zero-mean in a cell, open boundaries when isolated), ``φ_I = Z_I erf(r/s_I)/r`` each Gaussian's own
 potential (so the self-energies are removed where they sit), ``V_sr`` the short-range remainder of
 the pseudopotentials, each atom's share of the point-ion vs Gaussian-ion overlap correction
 ``E_corr`` (BACKGROUND §1) on its Gaussian (elided above), and ``c`` a uniform density holding what the smeared-ion picture does not
@@ -69,7 +69,7 @@ def screened_electrostatic_density(gs, rho_q: np.ndarray, vh_q: np.ndarray) -> n
     # point ions interact more strongly than overlapping Gaussians: each atom's share of the
     # (short-ranged) erfc correction sits on its Gaussian
     corr = gaussian_overlap_energy(system.positions, charges[system.species],
-                                   widths[system.species], system.cell)
+                                   widths[system.species], system.cell, system.periodic)
     dens = 0.5 * (ions.gauss - rho_q) * phi_q \
         - ions.self_density(charges, widths, per_atom=corr) + rho_q * ions.v_short
     target = gs.components["hartree"] + gs.components["electron_ion"] + gs.components["ewald"]
@@ -119,7 +119,8 @@ def nodal_fields(gs) -> dict:
 
     # potentials at the nodes: the short-range part needs the ions at the node positions
     at_nodes = ion_fields(mesh.dof_positions, W, gs.system.positions, gs.system.cell,
-                          gs.system.species, gs.ions.tables, gauss_norm=gs.ions.gauss_norm)
+                          gs.system.species, gs.ions.tables, gauss_norm=gs.ions.gauss_norm,
+                          periodic=gs.system.periodic)
     v_local = at_nodes.v_short + gs.v_long
     out["rho"] = u * u
     out["v_hartree"] = gs.v_hartree.copy()

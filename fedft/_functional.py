@@ -1,4 +1,4 @@
-"""The orbital-free energy functional of ``u = √ρ`` on a periodic mesh (atomic units).
+"""The orbital-free energy functional of ``u = √ρ`` on a mesh (atomic units).
 
     E[u] = C_F ∫ |u|^{10/3} + (λ/2) uᵀ K u + ∫ u² ε_xc(u²)
            + ∫ u² (V_sr + V_lr) + E_H[u²] + E_shift + E_Ewald
@@ -6,10 +6,12 @@
 * ``V_sr + V_lr`` is the periodic local pseudopotential: the short-range remainders summed
   directly and the zero-mean potential of Gaussian compensation charges from one Poisson solve;
 * ``E_H = ∫ρV_H - (1/8π) V_Hᵀ K V_H`` is the variational (second-order accurate) Hartree
-  energy with ``-∇²V_H = 4π(ρ - ρ̄)``;
+  energy with ``-∇²V_H = 4π(ρ - ρ̄)`` (isolated systems: ``½∫ρV_H`` with open boundaries,
+  see :meth:`fedft._discretisation.Discretisation.hartree`);
 * ``E_shift = N_e Σ_I π Z_I s_I² / Ω`` restores the G = 0 part of the pseudopotential that the
   zero-mean ``V_lr`` drops, so the total is in the point-ion (Ewald) convention of plane-wave
-  codes: ``E_Ewald`` is the point-ion Ewald energy with a neutralising background.
+  codes: ``E_Ewald`` is the point-ion Ewald energy with a neutralising background. Isolated
+  systems need no shift, and ``E_Ewald`` is the plain Coulomb sum of the ions.
 """
 
 from __future__ import annotations
@@ -66,16 +68,16 @@ class Functional:
         rho = uq * uq
         Ku = d.K @ u
         eps_xc, v_xc = lda_xc(rho)
-        vh, its = d.poisson(d.load(rho), v_hartree_guess, rtol=self.poisson_rtol)
-        vhq = d.B @ vh
+        vh, v_grad, e_hartree, its = d.hartree(d.load(rho), rho, v_hartree_guess,
+                                               rtol=self.poisson_rtol)
         w = d.wq
         energy = (C_F * (w @ (rho * au ** (4.0 / 3.0)))
                   + 0.5 * self.kinetic_lambda * (u @ Ku)
-                  + w @ (rho * (eps_xc + self.v_local_q + vhq))
-                  - (vh @ (d.K @ vh)) / (8.0 * np.pi)
+                  + w @ (rho * (eps_xc + self.v_local_q))
+                  + e_hartree
                   + self.constant)
         dq = w * ((10.0 / 3.0) * C_F * au ** (4.0 / 3.0) * uq
-                  + 2.0 * uq * (v_xc + self.v_local_q + vhq))
+                  + 2.0 * uq * (v_xc + self.v_local_q + d.B @ v_grad))
         grad = d.BT @ dq + self.kinetic_lambda * Ku
         return Evaluation(float(energy), grad, vh, its)
 

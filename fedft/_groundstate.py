@@ -1,4 +1,11 @@
-"""Ground-state calculation of a periodic structure: validation, setup, minimisation, forces.
+"""Ground-state calculation of a periodic or isolated structure: validation, setup,
+minimisation, forces.
+
+Isolated structures (``atoms.pbc`` all False) live in a box: the atoms' cell when it has one
+(every atom at least ``min_boundary_distance`` from its faces), otherwise the atoms' bounding box
+plus ``vacuum`` on every side. The electrostatic potential has open (multipole Dirichlet)
+boundaries, the ions interact by the plain Coulomb sum, and a net charge ``Q`` leaves
+``N_e = Σ Z − Q`` electrons.
 
 Works in atomic units; :mod:`fedft._result` converts to ASE units at the boundary.
 """
@@ -13,13 +20,15 @@ import numpy as np
 from ase import Atoms
 from threadpoolctl import threadpool_limits
 from ase.neighborlist import neighbor_list
+from scipy.spatial import cKDTree
+from scipy.special import erf
 
 from meshes import DegenerateCellError, TetMesh, check_cell, divisions_for_spacing, \
-    periodic_mesh
+    graded_mesh, periodic_mesh, tensor_mesh
 
 from ._discretisation import Discretisation
 from ._errors import MeshTooCoarseError, MissingPseudopotentialError, StructureError
-from ._ewald import EwaldResult, ewald
+from ._ewald import EwaldResult, coulomb, ewald
 from ._functional import Functional
 from ._ions import IonFields, ion_fields
 from ._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, load_pseudo, short_range
@@ -43,14 +52,18 @@ MAX_SPACING_PER_LENGTH = 2.0
 
 @dataclass
 class System:
-    """A validated periodic structure in atomic units with its pseudopotentials."""
+    """A validated structure in atomic units with its pseudopotentials: a periodic cell, or
+    an isolated structure in its box (``cell`` from ``origin``)."""
 
-    positions: np.ndarray  # (n, 3) bohr, wrapped into the cell
+    positions: np.ndarray  # (n, 3) bohr, wrapped into the cell if periodic
     cell: np.ndarray  # (3, 3) bohr
     symbols: list
     species: np.ndarray  # (n,) index into `pseudos`
     pseudos: list  # one per species
     species_symbols: list
+    periodic: bool = True
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))  # bohr, box corner
+    charge: float = 0.0  # net charge Q (e)
 
     @property
     def z(self) -> np.ndarray:
@@ -58,11 +71,18 @@ class System:
 
     @property
     def n_electrons(self) -> float:
-        return float(self.z.sum())
+        return float(self.z.sum() - self.charge)
 
 
-def prepare_system(atoms: Atoms, pseudopotentials: dict, settings: Settings) -> System:
+def prepare_system(atoms: Atoms, pseudopotentials: dict, settings: Settings,
+                   charge: float | None = None) -> System:
     """Validate ``atoms`` and load pseudopotentials.
+
+    Parameters
+    ----------
+    charge : float, optional
+        Net charge Q (e) of an isolated structure; default: the sum of
+        ``atoms.get_initial_charges()``.
 
     Raises
     ------
@@ -72,20 +92,33 @@ def prepare_system(atoms: Atoms, pseudopotentials: dict, settings: Settings) -> 
         raise StructureError(f"expected an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
         raise StructureError("the structure has no atoms")
-    if not all(atoms.pbc):
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any() and not pbc.all():
         raise StructureError(
-            "only fully periodic cells are supported: set atoms.pbc = True and give a cell "
-            f"(got pbc={atoms.pbc.tolist()})")
-    try:
-        cell = check_cell(np.asarray(atoms.cell)) / BOHR
-    except DegenerateCellError as exc:
-        raise StructureError(f"{exc}") from exc
+            f"mixed boundary conditions (pbc={pbc.tolist()}) are not supported: use a fully "
+            "periodic cell (pbc=True) or an isolated structure (pbc=False)")
+    periodic = bool(pbc.all())
     pos = np.asarray(atoms.positions, float)
     if not np.all(np.isfinite(pos)):
         raise StructureError("atomic positions contain NaN or inf")
-    frac = np.linalg.solve(cell.T, (pos / BOHR).T).T
-    frac -= np.floor(frac)
-    positions = frac @ cell
+    q = _net_charge(atoms, charge)
+    if periodic and q != 0.0:
+        raise StructureError(
+            f"a periodic cell must be neutral (net charge {q:g} e): a charged cell needs a "
+            "compensating background, which fedft does not model; compute the charged "
+            "structure as an isolated one (atoms.pbc = False)")
+    origin = np.zeros(3)
+    if periodic:
+        try:
+            cell = check_cell(np.asarray(atoms.cell)) / BOHR
+        except DegenerateCellError as exc:
+            raise StructureError(f"{exc}") from exc
+        frac = np.linalg.solve(cell.T, (pos / BOHR).T).T
+        frac -= np.floor(frac)
+        positions = frac @ cell
+    else:
+        positions = pos / BOHR
+        cell, origin = _isolated_domain(atoms, positions, settings)
 
     wrapped = atoms.copy()
     wrapped.positions = positions * BOHR
@@ -107,8 +140,57 @@ def prepare_system(atoms: Atoms, pseudopotentials: dict, settings: Settings) -> 
     pseudos = [load_pseudo(pseudopotentials[s], symbol=s) for s in species_symbols]
     index = {s: k for k, s in enumerate(species_symbols)}
     species = np.array([index[s] for s in symbols])
-    return System(positions=positions, cell=cell, symbols=symbols, species=species,
-                  pseudos=pseudos, species_symbols=species_symbols)
+    system = System(positions=positions, cell=cell, symbols=symbols, species=species,
+                    pseudos=pseudos, species_symbols=species_symbols, periodic=periodic,
+                    origin=origin, charge=q)
+    if system.n_electrons <= 0.0:
+        raise StructureError(
+            f"net charge {q:g} e leaves {system.n_electrons:g} electrons (valence charge "
+            f"{system.z.sum():g} e); the charge must be below the total valence charge")
+    return system
+
+
+def _net_charge(atoms: Atoms, charge) -> float:
+    if charge is None:
+        charge = float(np.sum(atoms.get_initial_charges()))
+    try:
+        q = float(charge)
+    except (TypeError, ValueError):
+        raise StructureError(f"the net charge must be a number (e), got {charge!r}") from None
+    if not np.isfinite(q):
+        raise StructureError(f"the net charge must be finite, got {q}")
+    return q
+
+
+def _isolated_domain(atoms: Atoms, positions: np.ndarray, settings: Settings):
+    """Box (cell, origin) of an isolated structure, bohr (module notes)."""
+    if atoms.cell.rank < 3:
+        lo = positions.min(axis=0) - settings.vacuum
+        hi = positions.max(axis=0) + settings.vacuum
+        return np.diag(hi - lo), lo
+    try:
+        cell = check_cell(np.asarray(atoms.cell)) / BOHR
+    except DegenerateCellError as exc:
+        raise StructureError(f"{exc}") from exc
+    frac = np.linalg.solve(cell.T, positions.T).T
+    plane = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)  # distances between faces
+    dist = np.minimum(frac, 1.0 - frac) * plane  # to the nearest face of each pair
+    worst = np.unravel_index(np.argmin(dist), dist.shape)
+    i = int(worst[0])
+    if np.any((frac < 0) | (frac > 1)):
+        i = int(np.flatnonzero(np.any((frac < 0) | (frac > 1), axis=1))[0])
+        raise StructureError(
+            f"atom {i} at {atoms.positions[i].round(3).tolist()} Å lies outside the domain (the "
+            "cell of an isolated structure, spanned from the origin); move the atoms inside "
+            "(atoms.center()), enlarge the cell, or remove it (atoms.cell = 0) to let fedft "
+            "build the domain")
+    if dist[worst] < settings.min_boundary_distance:
+        raise StructureError(
+            f"atom {i} is {dist[worst] * BOHR:.2f} Å from a face of the domain (minimum "
+            f"{settings.min_boundary_distance * BOHR:.2f} Å for open boundaries); enlarge the "
+            "cell, centre the atoms (atoms.center(vacuum=...)), or remove the cell "
+            "(atoms.cell = 0) to let fedft build the domain")
+    return cell, np.zeros(3)
 
 
 def compensation_widths(system: System, settings: Settings) -> np.ndarray:
@@ -119,19 +201,86 @@ def compensation_widths(system: System, settings: Settings) -> np.ndarray:
                      else TABULATED_COMPENSATION_WIDTH for p in system.pseudos])
 
 
+def is_graded(system: System, settings: Settings) -> bool:
+    """Whether ``system`` gets a mesh graded towards its nuclei (``settings.grading``)."""
+    return settings.grading == "all" or (settings.grading == "isolated" and not system.periodic)
+
+
 def build_mesh(system: System, settings: Settings) -> TetMesh:
-    """Periodic mesh for the system's cell at the settings' spacing; checks resolution."""
-    divisions = divisions_for_spacing(system.cell, settings.spacing)
-    mesh = periodic_mesh(system.cell, divisions, order=settings.order,
-                         intorder=settings.intorder)
+    """Mesh of the system's cell or box: uniform at ``spacing``, or graded from ``spacing`` at
+    the nuclei to ``h_max``; checks the resolution of the pseudopotential cores.
+
+    Raises
+    ------
+    MeshTooCoarseError
+        The element size at the nuclei cannot resolve the cores.
+    meshes.MeshQualityError
+        The graded mesh has too distorted elements (lower ``grading_rate`` or ``h_max``).
+    """
+    pbc = (system.periodic,) * 3
+    if is_graded(system, settings):
+        mesh = graded_mesh(system.cell, system.positions, settings.spacing,
+                           settings.grading_rate, max(settings.h_max, settings.spacing), pbc=pbc,
+                           origin=system.origin, order=settings.order,
+                           intorder=settings.intorder)
+        near = settings.spacing
+    elif system.periodic:
+        divisions = divisions_for_spacing(system.cell, settings.spacing)
+        mesh = periodic_mesh(system.cell, divisions, order=settings.order,
+                             intorder=settings.intorder)
+        near = mesh.element_size
+    else:
+        divisions = divisions_for_spacing(system.cell, settings.spacing)
+        mesh = tensor_mesh(system.cell, [np.linspace(0.0, 1.0, n + 1) for n in divisions],
+                           pbc, system.origin, order=settings.order, intorder=settings.intorder)
+        near = mesh.element_size
     finest = min(min(p.length_scale for p in system.pseudos),
                  min(compensation_widths(system, settings)))
-    if mesh.element_size > MAX_SPACING_PER_LENGTH * finest:
+    if near > MAX_SPACING_PER_LENGTH * finest:
         raise MeshTooCoarseError(
-            f"the mesh spacing {mesh.element_size * BOHR:.3f} Å is too coarse for the "
+            f"the mesh spacing {near * BOHR:.3f} Å is too coarse for the "
             f"pseudopotential core (length scale {finest * BOHR:.3f} Å); use a finer preset or "
             f"spacing below {MAX_SPACING_PER_LENGTH * finest * BOHR:.3f} Å")
+    log.info("mesh: %s, %d DOFs, element size %.3f..%.3f bohr",
+             "periodic" if system.periodic else "isolated", mesh.n_dofs,
+             mesh.min_element_size, mesh.element_size)
     return mesh
+
+
+def gaussian_potential(points: np.ndarray, positions: np.ndarray, charges: np.ndarray,
+                       widths: np.ndarray) -> np.ndarray:
+    """Potential ``Σ_I Z_I erf(|x − R_I|/s_I)/|x − R_I|`` (Ha/e) of Gaussian charges at
+    ``points`` (n, 3) bohr, away from the nuclei (open-boundary values)."""
+    d = np.linalg.norm(points[:, None, :] - positions[None, :, :], axis=-1)
+    return (charges[None, :] * erf(d / widths[None, :]) / d).sum(axis=1)
+
+
+def boundary_forces(points: np.ndarray, beta: np.ndarray, positions: np.ndarray,
+                    charges: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Open boundaries: the forces (Ha/bohr) from the dependence of the Gaussians' boundary
+    values ``b = Σ_I Z_I erf(r/s_I)/r`` on the positions.
+
+    The long-range electron-ion energy is ``−(∫ g v₀ + β·b)`` (``v₀`` the zero-Dirichlet
+    potential of ρ, ``β`` from :meth:`Discretisation.boundary_sensitivity`); this is the
+    ``β·∂b/∂R_I`` part of its force, exact for the discrete energy.
+    """
+    d = points[:, None, :] - positions[None, :, :]  # (nb, n, 3) x_B − R_I
+    r = np.linalg.norm(d, axis=-1)
+    x = r / widths[None, :]
+    df = (2.0 / np.sqrt(np.pi) * np.exp(-x * x) / widths[None, :] - erf(x) / r) / r  # f'(r)
+    return -np.einsum("b,bi,bik->ik", beta, charges[None, :] * df / r, d)
+
+
+def initial_density(points: np.ndarray, system: System, width: float = 2.5) -> np.ndarray:
+    """Superposed Gaussians ``Z_I (π a²)^{-3/2} exp(−r²/a²)`` (bohr⁻³) at ``points``: the
+    starting density of an isolated structure (a uniform start wastes iterations filling
+    the vacuum)."""
+    tree = cKDTree(system.positions)
+    reach = 6.0 * width
+    out = np.full(points.shape[0], 1e-10)
+    sdm = cKDTree(points).sparse_distance_matrix(tree, reach, output_type="ndarray")
+    val = system.z[sdm["j"]] * np.exp(-(sdm["v"] / width) ** 2) / (np.pi * width**2) ** 1.5
+    return out + np.bincount(sdm["i"], weights=val, minlength=points.shape[0])
 
 
 @dataclass
@@ -152,6 +301,7 @@ class GroundState:
     shift_per_electron: float  # Ha
     components: dict  # Ha
     forces: np.ndarray  # Ha/bohr
+    dipole: np.ndarray | None = None  # e·bohr about the origin; isolated systems only
     timings: dict = field(default_factory=dict)
     es_uniform: float | None = field(default=None, init=False)  # Ha/bohr³, set by the fields
 
@@ -196,20 +346,31 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     widths = compensation_widths(system, settings)
     tables = [SpeciesTable.build(gaussian_charge(p.z, s), short_range(p, s))
               for p, s in zip(system.pseudos, widths)]
-    ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species, tables)
-    vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
+    ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species, tables,
+                      periodic=system.periodic)
+    n_e = system.n_electrons
+    if system.periodic:
+        vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
+        ew = ewald(system.positions, system.z, system.cell)
+        shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
+    else:
+        edge = gaussian_potential(disc.boundary_positions, system.positions, system.z,
+                                  widths[system.species])
+        vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13, boundary_values=edge)
+        ew = coulomb(system.positions, system.z)
+        shift = 0.0
     v_long = -vg
     v_local_q = ions.v_short + disc.B @ v_long
-    ew = ewald(system.positions, system.z, system.cell)
-    n_e = system.n_electrons
-    shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
     timings["ions"] = time.perf_counter() - t
 
     functional = Functional(disc, float(kinetic_lambda), v_local_q,
                             constant=ew.energy + n_e * shift,
                             poisson_rtol=settings.poisson_rtol)
     if u0 is None or u0.shape != (disc.mesh.n_dofs,):
-        u0 = np.full(disc.mesh.n_dofs, np.sqrt(n_e / disc.volume))
+        if system.periodic:
+            u0 = np.full(disc.mesh.n_dofs, np.sqrt(n_e / disc.volume))
+        else:
+            u0 = np.sqrt(initial_density(disc.mesh.dof_positions, system))
     precond = disc.preconditioner(max(kinetic_lambda, 1e-3), settings.precond_mass)
     natoms = len(system.symbols)
     t = time.perf_counter()
@@ -220,15 +381,28 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
 
     t = time.perf_counter()
     rho_q = (disc.B @ result.u) ** 2
-    vh, _ = disc.poisson(disc.load(rho_q), result.evaluation.v_hartree,
-                         rtol=1e-13)
+    load = disc.load(rho_q)
+    if system.periodic:
+        vh, _ = disc.poisson(load, result.evaluation.v_hartree, rtol=1e-13)
+        v_force = vh  # the ions' Gaussians feel the Hartree potential (reciprocity)
+    else:
+        v0, c, _, _ = disc.open_parts(load, result.evaluation.v_hartree, rtol=1e-13)
+        vh = v0 + disc._extensions @ c
+        v_force = v0  # plus the boundary term below
     comps = functional.components(result.u, vh)
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
-    f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
+    f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ v_force, ew.per_atom)
     forces = f_ions + ew.forces
+    if not system.periodic:
+        forces += boundary_forces(disc.boundary_positions,
+                                  disc.boundary_sensitivity(load, v0), system.positions,
+                                  system.z, widths[system.species])
+    dipole = None
+    if not system.periodic:  # about the coordinate origin, e·bohr
+        dipole = system.z @ system.positions - disc.xq.T @ (disc.wq * rho_q)
     timings["forces"] = time.perf_counter() - t
     log.info("ground state: E=%.10f Ha in %d iterations (%d evaluations)",
              sum(comps[k] for k in ("tf", "vw", "xc", "electrostatic")), result.iterations,
@@ -237,4 +411,4 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
                        disc=disc, ions=ions, ewald=ew, functional=functional, minimiser=result,
                        v_long=v_long, v_hartree=vh, ewald_density=ewald_density,
                        shift_per_electron=shift,
-                       components=comps, forces=forces, timings=timings)
+                       components=comps, forces=forces, dipole=dipole, timings=timings)

@@ -23,14 +23,17 @@ from scipy.special import erf
 
 log = logging.getLogger(__name__)
 
-def image_atoms(positions: np.ndarray, cell: np.ndarray, cutoff: float):
-    """Periodic images of the atoms that can lie within ``cutoff`` of a point in the cell.
+def image_atoms(positions: np.ndarray, cell: np.ndarray, cutoff: float, periodic: bool = True):
+    """Periodic images of the atoms that can lie within ``cutoff`` of a point in the cell
+    (the atoms themselves when not ``periodic``).
 
     Returns
     -------
     image_positions : (m, 3) bohr
     image_atom : (m,) index of the original atom
     """
+    if not periodic:
+        return np.asarray(positions, dtype=float), np.arange(positions.shape[0])
     inv = np.linalg.inv(cell)
     frac = positions @ inv
     frac -= np.floor(frac)
@@ -177,14 +180,15 @@ class IonFields:
 
 
 def ion_fields(points, weights, positions, cell, species, tables,
-               gauss_norm=None) -> IonFields:
+               gauss_norm=None, periodic: bool = True) -> IonFields:
     """Build and compute :class:`IonFields` for one geometry (all lengths in bohr).
 
     ``tables`` holds one :class:`~fedft._pseudo.SpeciesTable` per species. ``gauss_norm``
     (per atom) may be given to reuse the normalisation of another point set (e.g. the
-    quadrature points when evaluating at the nodes)."""
+    quadrature points when evaluating at the nodes). ``periodic=False`` for isolated
+    systems (no images)."""
     cutoff = max(t.cutoff for t in tables)
-    img_pos, img_atom = image_atoms(positions, cell, cutoff)
+    img_pos, img_atom = image_atoms(positions, cell, cutoff, periodic)
     log.debug("ion fields: %d image atoms within %.2f bohr", img_pos.shape[0], cutoff)
     fields = IonFields(points=points, weights=weights, species=np.asarray(species),
                        tables=list(tables), image_pos=img_pos, image_atom=img_atom,

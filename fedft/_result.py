@@ -33,7 +33,8 @@ class Result:
     atoms : ase.Atoms
         The structure (positions wrapped into the cell).
     energy : float
-        Total energy (eV), point-ion (Ewald) convention.
+        Total energy (eV), point-ion (Ewald) convention; for an isolated structure the energy
+        in vacuum (ions by the plain Coulomb sum, in the ``ewald`` component).
     components : dict of str -> float
         ``tf``, ``vw``, ``xc``, ``hartree``, ``electron_ion``, ``ewald`` (summing to
         ``energy``) and the sums ``kinetic`` and ``electrostatic`` (eV).
@@ -71,6 +72,11 @@ class Result:
         Wall time (s) per stage.
     pseudopotentials : dict
         Symbol -> {spec, digest} of each pseudopotential.
+    charge : float
+        Net charge Q (e): ``n_electrons = Σ Z − Q``.
+    dipole : (3,) float or None
+        Dipole moment ``Σ_I Z_I R_I − ∫ρ r`` (e·Å) of an isolated structure, about the
+        coordinate origin (as :meth:`ase.Atoms.get_dipole_moment`); None for periodic cells.
     electrostatic_uniform : float
         The uniform part ``c`` of the electrostatic energy density (eV/Å³, included in
         ``energy_density_electrostatic``): what the local smeared-ion form leaves to a constant
@@ -95,6 +101,8 @@ class Result:
     timings: dict = field(default_factory=dict)
     pseudopotentials: dict = field(default_factory=dict)
     electrostatic_uniform: float = 0.0
+    charge: float = 0.0
+    dipole: np.ndarray | None = None
     converged: bool = True
 
     @property
@@ -129,6 +137,9 @@ class Result:
             "converged": self.converged,
             "chemical_potential": self.chemical_potential,
             "n_electrons": self.n_electrons,
+            "charge": self.charge,
+            "periodic": bool(self.mesh.is_periodic),
+            "dipole": None if self.dipole is None else np.asarray(self.dipole).tolist(),
             "kinetic_lambda": self.kinetic_lambda,
             "functional": f"TF+{self.kinetic_lambda:g}vW+LDA(PZ81)",
             "gauge": self.gauge,
@@ -216,4 +227,6 @@ def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
         pseudopotentials={s: {"spec": str(p.spec), "digest": p.digest}
                           for s, p in zip(gs.system.species_symbols, gs.system.pseudos)},
         electrostatic_uniform=float(gs.es_uniform) * _ENERGY_DENSITY,
+        charge=float(gs.system.charge),
+        dipole=None if gs.dipole is None else np.asarray(gs.dipole) * BOHR,
     )

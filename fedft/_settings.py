@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from ._errors import SettingsError
 
 
+#: Choices of :attr:`Settings.grading`.
+GRADINGS = ("isolated", "all", "none")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Discretisation and convergence settings of one ground-state calculation.
@@ -36,6 +40,20 @@ class Settings:
         ``c`` in the minimiser's preconditioner ``λK + cM`` (Ha).
     min_distance : float
         Smallest allowed interatomic distance (bohr).
+    grading : {"isolated", "all", "none"}
+        Which meshes are graded towards the nuclei: isolated systems only (default), periodic
+        cells too, or none (uniform meshes at ``spacing``).
+    grading_rate : float
+        Growth of the element size with the distance d to the nearest nucleus (projected on
+        each axis): ``h(d) = min(h_max, spacing + grading_rate · d)``.
+    h_max : float
+        Largest element edge of a graded mesh (bohr).
+    vacuum : float
+        Isolated systems without a cell: distance (bohr) from the atoms' bounding box to the
+        faces of the domain fedft builds around them.
+    min_boundary_distance : float
+        Isolated systems with a cell (the domain): smallest allowed distance (bohr) from an
+        atom to a face of the domain.
     """
 
     order: int = 2
@@ -48,6 +66,20 @@ class Settings:
     poisson_rtol: float = 1e-9
     precond_mass: float = 1.0
     min_distance: float = 0.5 / 0.52917721067
+    grading: str = "isolated"
+    grading_rate: float = 0.3
+    h_max: float = 3.0
+    vacuum: float = 16.0
+    min_boundary_distance: float = 10.0
+
+    def __post_init__(self):
+        if self.grading not in GRADINGS:
+            raise SettingsError(f"grading must be one of {GRADINGS}, got {self.grading!r}")
+        for name in ("spacing", "grading_rate", "h_max", "vacuum", "min_boundary_distance"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value == value and 0 < value < 1e6):
+                raise SettingsError(f"setting {name} must be a positive number (bohr), got "
+                                    f"{value!r}")
 
     def replace(self, **changes) -> "Settings":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

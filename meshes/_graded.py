@@ -56,7 +56,10 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     -------
     numpy.ndarray, shape (N + 1,)
         Increasing coordinates from 0 to L; every spacing is at most the size function at its
-        end points (up to the sampling of s).
+        end points (up to the sampling of s). On an open axis the nodes are where
+        ``s(x) − s(x_a)`` is an integer (``x_a`` the first atom), so growing the box adds nodes
+        outside without moving those inside; the interval at each face then is up to 1.5
+        times the size function there.
 
     Raises
     ------
@@ -74,21 +77,44 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     elif np.any((c < 0) | (c > length)):
         raise MeshError(f"an atom lies outside the box along this axis (coordinates "
                         f"{c.min():.4g}..{c.max():.4g}, box 0..{length:.4g}); enlarge the box")
-    x = np.linspace(0.0, length, _SAMPLES)
-    if c.size:
-        d = np.abs(x[:, None] - c[None, :])
-        if periodic:
-            d = np.minimum(d, length - d)
-        dist = d.min(axis=1)
-    else:
-        dist = np.full_like(x, np.inf)
-    h = np.minimum(h_max, h_min + rate * dist)
-    inv = 1.0 / h
-    s = np.concatenate([[0.0], np.cumsum(0.5 * (inv[1:] + inv[:-1]) * np.diff(x))])
-    n = max(int(math.ceil(s[-1] - 1e-9)), 2 if periodic else 1)
-    nodes = np.interp(np.linspace(0.0, s[-1], n + 1), s, x)
-    nodes[0], nodes[-1] = 0.0, length
-    return nodes
+    if periodic or c.size == 0:
+        x = np.linspace(0.0, length, _SAMPLES)
+        s = _cumulative(x, c, length, periodic, h_min, rate, h_max)
+        n = max(int(math.ceil(s[-1] - 1e-9)), 2 if periodic else 1)
+        nodes = np.interp(np.linspace(0.0, s[-1], n + 1), s, x)
+        nodes[0], nodes[-1] = 0.0, length
+        return nodes
+    # open axis: nodes where s(x) − s(anchor) is an integer, sampled on a grid anchored at the
+    # first atom, so that they sit at the same places relative to the atoms whatever the box
+    anchor = float(c.min())
+    step = h_min / 64.0
+    j = np.arange(math.floor(-anchor / step) - 1, math.ceil((length - anchor) / step) + 2)
+    x = anchor + j * step
+    s = _cumulative(x, c, length, False, h_min, rate, h_max)
+    s -= np.interp(anchor, x, s)
+    s0, s1 = np.interp([0.0, length], x, s)
+    inner = np.interp(np.arange(math.ceil(s0), math.floor(s1) + 1), s, x)
+    inner = inner[(inner > 0.0) & (inner < length)]
+    h_ends = _size(np.array([0.0, length]), c, length, False, h_min, rate, h_max)
+    if inner.size and inner[0] < 0.5 * h_ends[0]:  # no sliver at the faces
+        inner = inner[1:]
+    if inner.size and length - inner[-1] < 0.5 * h_ends[1]:
+        inner = inner[:-1]
+    return np.concatenate([[0.0], inner, [length]])
+
+
+def _size(x, c, length, periodic, h_min, rate, h_max) -> np.ndarray:
+    """The size function at coordinates ``x`` for atoms at ``c`` on the axis."""
+    d = np.abs(x[:, None] - c[None, :])
+    if periodic:
+        d = np.minimum(d, length - d)
+    return np.minimum(h_max, h_min + rate * d.min(axis=1)) if c.size else np.full(x.size, h_max)
+
+
+def _cumulative(x, c, length, periodic, h_min, rate, h_max) -> np.ndarray:
+    """``s(x) = ∫ dt / h(t)`` from ``x[0]`` by the trapezoidal rule on the samples ``x``."""
+    inv = 1.0 / _size(x, c, length, periodic, h_min, rate, h_max)
+    return np.concatenate([[0.0], np.cumsum(0.5 * (inv[1:] + inv[:-1]) * np.diff(x))])
 
 
 def graded_mesh(cell, positions, h_min: float, rate: float, h_max: float,

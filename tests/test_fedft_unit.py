@@ -234,12 +234,6 @@ def test_degenerate_cell_rejected(cell):
         fedft.compute(atoms, {"Al": ERF_AL}, 1.0)
 
 
-def test_non_periodic_structure_rejected():
-    atoms = Atoms("Al", positions=[[0, 0, 0]], cell=[5, 5, 5], pbc=False)
-    with pytest.raises(fedft.StructureError, match="periodic"):
-        fedft.compute(atoms, {"Al": ERF_AL}, 1.0)
-
-
 def test_mesh_too_coarse_for_pseudopotential(al_primitive):
     with pytest.raises(fedft.MeshTooCoarseError, match="too coarse"):
         fedft.compute(al_primitive, {"Al": "erf:3:0.1"}, 1.0, preset="fast",

@@ -243,7 +243,12 @@ def test_graded_axis_follows_the_size_function():
     assert x[0] == 0.0 and x[-1] == 10.0 and np.all(np.diff(x) > 0)
     h = np.minimum(h_max, h_min + rate * np.abs(x - 5.0))
     dx = np.diff(x)
-    assert np.all(dx <= np.maximum(h[:-1], h[1:]) * (1 + 1e-3))
+    assert np.all(dx[1:-1] <= np.maximum(h[1:-2], h[2:-1]) * (1 + 1e-3))
+    assert np.all(dx[[0, -1]] <= 1.5 * h[[0, -1]] * (1 + 1e-3))  # the face intervals
+    # growing the box symmetrically keeps every node near the atom where it was
+    big = graded_axis(16.0, [8.0], h_min, rate, h_max) - 3.0
+    near = np.abs(x - 5.0) < 4.0
+    assert np.abs(big[:, None] - x[near][None, :]).min(axis=0).max() < 1e-9
     assert dx[np.argmin(np.abs(x[:-1] - 5.0))] < 0.3  # fine at the atom
     assert dx.max() > 1.0  # coarse far from it
     # periodic: an atom at 0.1 refines both ends of [0, L]
@@ -268,7 +273,7 @@ def test_graded_mesh_is_valid_and_needs_far_fewer_nodes():
     vol = _tet_volumes(mesh.mesh)
     assert np.all(vol > 0) and vol.sum() == pytest.approx(12.0**3, rel=1e-12)
     assert mesh.quality().min_dihedral_deg > 5.0
-    assert mesh.element_size > 1.0 and mesh.min_element_size < 0.26
+    assert 1.0 < mesh.element_size <= 1.5 * 1.5 and mesh.min_element_size < 0.3
     uniform = (12.0 / 0.25 + 1) ** 3
     assert uniform / mesh.n_dofs > 10  # measured ~24x fewer vertices
     with pytest.raises(MeshQualityError, match="too distorted"):

@@ -1,0 +1,231 @@
+"""Isolated and charged structures: open-boundary electrostatics, net charge, dipole, graded
+meshes around atoms, and the errors of bad isolated input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+import fedft
+from fedft._units import BOHR
+from meshes import MeshQualityError
+
+ERF_AL = f"erf:3:{BOHR!r}"  # Z = 3, rc = 1 bohr
+ERF_NA = f"erf:1:{1.5 * BOHR!r}"  # Z = 1, rc = 1.5 bohr
+#: A small open box on a uniform mesh that stays fixed when the atoms move (finite differences).
+FIXED = dict(preset="fast", spacing=1.25, grading="none", min_boundary_distance=6.0,
+             tol_energy=1e-11, tol_residual=1e-7)
+BOX = 20.0 * BOHR
+
+
+def _dimer(symbols="Al2", d=2.7, box=BOX, shift=(0.0, 0.0, 0.0)):
+    c = 0.5 * box + np.asarray(shift)
+    pos = [c + [-d / 2, 0.1, -0.05], c + [d / 2, -0.1, 0.05]]
+    return Atoms(symbols, positions=pos, cell=[box] * 3, pbc=False)
+
+
+def _pseudos():
+    return {"Al": ERF_AL, "Na": ERF_NA}
+
+
+# ----------------------------------------------------------------------------- electrostatics
+def _open_disc(**kw):
+    from fedft._discretisation import Discretisation
+    from meshes import graded_mesh
+
+    mesh = graded_mesh(np.eye(3) * 24.0, [[11.0, 12.5, 12.0], [13.0, 12.0, 12.5]],
+                       kw.get("h_min", 0.5), 0.3, 3.0, pbc=False)
+    return Discretisation(mesh)
+
+
+def test_open_poisson_matches_coulomb_potential_of_gaussians():
+    """A charged, dipolar pair of Gaussians in an open box: the potential from the
+    multipole-Dirichlet Poisson solve equals the analytic ``Σ q erf(r/s)/r`` everywhere,
+    including on the faces (monopole + dipole + quadrupole boundary values)."""
+    from fedft._groundstate import gaussian_potential
+
+    disc = _open_disc()
+    centres = np.array([[11.0, 12.5, 12.0], [13.0, 12.0, 12.5]])
+    q, s = np.array([2.0, -0.7]), np.array([1.0, 1.2])
+    x = disc.xq
+    dens = sum(qi * np.exp(-np.sum((x - c) ** 2, axis=1) / si**2) / (np.pi * si**2) ** 1.5
+               for qi, c, si in zip(q, centres, s))
+    v, _ = disc.poisson(disc.load(dens), rtol=1e-12)
+    exact = gaussian_potential(disc.mesh.dof_positions, centres, q, s)
+    assert np.abs(v - exact).max() < 4e-3 * np.abs(exact).max()  # P2 error at h = 0.5 bohr
+    # the faces carry the multipole expansion: accurate to the octupole there
+    b = disc.boundary
+    assert np.abs(v[b] - exact[b]).max() < 3e-4
+    # a monopole-only boundary would be off by the dipole term on the faces
+    mono = disc.multipoles(disc.load(dens)).q / np.linalg.norm(
+        disc.boundary_positions - disc.centre, axis=1)
+    assert np.abs(mono - exact[b]).max() > 10 * np.abs(v[b] - exact[b]).max()
+
+
+def test_open_functional_gradient_is_the_energy_derivative():
+    """The open-boundary Hartree energy ½ρᵀAρ is differentiated exactly (the symmetrised
+    far-field coupling): directional finite differences equal gradient·direction."""
+    from fedft._functional import Functional
+
+    disc = _open_disc(h_min=0.8)
+    x = disc.mesh.dof_positions
+    u = np.exp(-0.3 * np.sum((x - [12.0, 12.3, 12.1]) ** 2, axis=1)) * (1 + 0.2 * x[:, 0] / 24)
+    f = Functional(disc, 1.0, np.zeros(disc.wq.size), constant=0.0, poisson_rtol=1e-12)
+    ev = f.evaluate(u)
+    d = np.random.default_rng(0).standard_normal(u.size) * u
+    h = 1e-4
+    fd = (f.evaluate(u + h * d).energy - f.evaluate(u - h * d).energy) / (2 * h)
+    assert fd == pytest.approx(ev.gradient @ d, rel=1e-7)
+
+
+# ----------------------------------------------------------------------------- ground states
+@pytest.fixture(scope="module")
+def dimer_result():
+    return fedft.compute(_dimer(), _pseudos(), 1.0, **FIXED)
+
+
+def test_isolated_result_is_complete(dimer_result):
+    r = dimer_result
+    assert r.charge == 0.0 and r.n_electrons == 6.0
+    assert not r.mesh.is_periodic and r.mesh.boundary_dofs.size > 0
+    assert np.isfinite(r.energy) and r.dipole.shape == (3,)
+    # the electrons stay bound: the density on the faces is tiny and integrates to N_e
+    assert r.fields["rho"][r.mesh.boundary_dofs].max() < 2e-3 * r.fields["rho"].max()
+    assert r.weights @ r.fields["rho"] == pytest.approx(6.0, rel=1e-2)  # nodal u², coarse mesh
+    # each energy-density term integrates to its component, the total to the energy
+    assert r.weights @ r.energy_density() == pytest.approx(r.energy, abs=1e-6 * abs(r.energy))
+    summary = r.summary()
+    assert summary["periodic"] is False and summary["charge"] == 0.0
+    # forces nearly cancel (an open, atom-independent mesh breaks translation invariance only
+    # by the discretisation)
+    assert np.abs(r.forces.sum(axis=0)).max() < 0.02
+
+
+def test_isolated_forces_are_energy_derivatives(dimer_result):
+    """Hellmann-Feynman forces of an open-boundary ground state equal −dE/dR by central
+    differences on the same (fixed) mesh."""
+    h = 0.005
+    for atom, axis in ((0, 0), (1, 1)):
+        e = []
+        for sign in (1, -1):
+            atoms = _dimer()
+            atoms.positions[atom, axis] += sign * h
+            e.append(fedft.compute(atoms, _pseudos(), 1.0, initial_guess=dimer_result,
+                                   **FIXED).energy)
+        fd = -(e[0] - e[1]) / (2 * h)
+        assert dimer_result.forces[atom, axis] == pytest.approx(fd, abs=2e-4)
+
+
+def test_net_charge_changes_energy_by_the_chemical_potential(dimer_result):
+    """dE/dN = μ: central differences of E in a small net charge ±δ equal −μ(Q = 0); the
+    charge comes from the argument or from the atoms' initial charges."""
+    delta = 0.02
+    plus = fedft.compute(_dimer(), _pseudos(), 1.0, charge=delta, **FIXED)
+    atoms = _dimer()
+    atoms.set_initial_charges([-delta / 2, -delta / 2])
+    minus = fedft.compute(atoms, _pseudos(), 1.0, **FIXED)
+    assert plus.n_electrons == pytest.approx(6.0 - delta)
+    assert minus.charge == pytest.approx(-delta) and minus.n_electrons == pytest.approx(6 + delta)
+    dE_dQ = (plus.energy - minus.energy) / (2 * delta)
+    assert dE_dQ == pytest.approx(-dimer_result.chemical_potential, abs=2e-4)
+
+
+def test_dipole_of_a_translated_charged_structure():
+    """In a domain built around the atoms the mesh moves with them: the energy is unchanged
+    and the dipole about the origin follows ``p(t) = p + Q t``. The heteronuclear dimer has
+    a dipole about its centre."""
+    settings = dict(preset="fast", spacing=1.0, vacuum=6.0, tol_energy=1e-11,
+                    tol_residual=1e-7)
+    q = 0.5
+    a = _dimer("AlNa", d=3.2)
+    a.cell = np.zeros((3, 3))
+    r0 = fedft.compute(a, _pseudos(), 1.0, charge=q, **settings)
+    t = np.array([1.3, -0.4, 2.2])
+    a.positions += t
+    r1 = fedft.compute(a, _pseudos(), 1.0, charge=q, **settings)
+    assert r1.energy == pytest.approx(r0.energy, abs=1e-7)
+    assert np.allclose(r1.dipole, r0.dipole + q * t, atol=1e-5)
+    assert np.allclose(r1.forces, r0.forces, atol=1e-5)
+    assert np.linalg.norm(r0.dipole - q * a.positions.mean(0) + q * t) > 0.05
+
+
+def test_calculator_on_isolated_structure(dimer_result):
+    calc = fedft.FedftCalculator(pseudopotentials=_pseudos(), kinetic_lambda=1.0,
+                                 preset="fast", settings={k: v for k, v in FIXED.items()
+                                                          if k != "preset"})
+    atoms = _dimer()
+    atoms.calc = calc
+    assert atoms.get_potential_energy() == pytest.approx(dimer_result.energy, abs=1e-6)
+    assert np.allclose(atoms.get_dipole_moment(), dimer_result.dipole, atol=1e-6)
+    calc.set(charge=0.01)  # one-sided: ½δ²·d²E/dQ² ~ 3e-4 eV
+    assert atoms.get_potential_energy() == pytest.approx(
+        dimer_result.energy - 0.01 * dimer_result.chemical_potential, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("case, match", [
+    ("outside", "outside the domain"),
+    ("near_face", "from a face of the domain"),
+    ("no_electrons", "leaves"),
+    ("mixed_pbc", "mixed boundary"),
+    ("charged_cell", "must be neutral"),
+    ("nan_charge", "finite"),
+])
+def test_bad_isolated_input(case, match):
+    atoms = _dimer()
+    kw = {}
+    if case == "outside":
+        atoms.positions[0] = [-1.0, 3.0, 3.0]
+    elif case == "near_face":
+        atoms.positions[0, 2] = 2.0
+    elif case == "no_electrons":
+        kw["charge"] = 6.0
+    elif case == "mixed_pbc":
+        atoms.pbc = [True, True, False]
+    elif case == "charged_cell":
+        atoms.pbc = True
+        kw["charge"] = 1.0
+    elif case == "nan_charge":
+        kw["charge"] = float("nan")
+    with pytest.raises(fedft.StructureError, match=match):
+        fedft.compute(atoms, _pseudos(), 1.0, **{**FIXED, "min_boundary_distance": 5.0}, **kw)
+
+
+def test_too_distorted_graded_mesh_is_rejected():
+    atoms = _dimer()
+    atoms.cell = np.zeros((3, 3))
+    with pytest.raises(MeshQualityError, match="too distorted"):
+        fedft.compute(atoms, _pseudos(), 1.0, preset="fast", spacing=0.3, grading_rate=4.0,
+                      h_max=30.0, vacuum=30.0)
+
+
+def test_bad_grading_settings():
+    with pytest.raises(fedft.SettingsError, match="grading"):
+        fedft.compute(_dimer(), _pseudos(), 1.0, grading="sometimes")
+    with pytest.raises(fedft.SettingsError, match="vacuum"):
+        fedft.compute(_dimer(), _pseudos(), 1.0, vacuum=-1.0)
+
+
+def test_dataset_of_isolated_and_charged_structures(tmp_path):
+    """Isolated structures (one charged) go into a dataset: charge, open boundaries, dipole
+    and the graded mesh are stored, and the mesh rebuilt from the file has the stored
+    points."""
+    a = _dimer()
+    a.cell = np.zeros((3, 3))
+    b = a.copy()
+    b.set_initial_charges([0.5, 0.5])
+    out = tmp_path / "isolated.h5"
+    summary = fedft.label([a, b], out, _pseudos(), 1.0, preset="fast", workers=1,
+                          spacing=1.25, vacuum=8.0)
+    assert summary.failed == 0
+    ds = fedft.read_dataset(out)
+    recs = sorted((ds.read(k) for k in ds.keys()), key=lambda r: r.index)
+    assert [r.atoms.info.get("charge", 0.0) for r in recs] == pytest.approx([0.0, 1.0])
+    assert recs[1].n_electrons == pytest.approx(5.0)
+    for r in recs:
+        assert not r.atoms.pbc.any() and r.dipole.shape == (3,)
+        mesh = r.mesh("angstrom")
+        assert mesh.pbc == (False, False, False) and mesh.axes is not None
+        assert np.allclose(mesh.dof_positions, r.points, atol=1e-8)
+    assert recs[1].energy > recs[0].energy  # removing an electron costs energy
