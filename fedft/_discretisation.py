@@ -3,9 +3,10 @@ and mass matrices, and algebraic multigrid hierarchies (pyamg) for the Poisson p
 minimiser's preconditioner.
 
 Periodic cells solve ``-∇²v = 4π(n − n̄)`` for a zero-mean ``v``. Isolated boxes (open
-boundaries) solve ``-∇²v = 4πn`` with Dirichlet values on the box faces from the multipole
-expansion of ``n`` up to the quadrupole (:mod:`fedft._multipole`), or given values; the
-interior block of the stiffness matrix is non-singular and gets its own AMG hierarchy."""
+boundaries) carry the monopole, dipole and quadrupole of ``n`` by analytic Gaussian multipoles
+and solve the remainder with zero Dirichlet values (:mod:`fedft._multipole`); the interior block
+of the stiffness matrix is non-singular and gets its own (smoothed-aggregation) AMG
+hierarchy."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ import pyamg
 from meshes import TetMesh
 
 from ._errors import ConvergenceError
-from ._multipole import far_field_basis, moments_from_load, monomials
+from ._multipole import (gaussian_multipole_densities, gaussian_multipole_potentials,
+                         moments_from_load, monomials)
+
+#: Width (bohr) of the Gaussian multipoles that carry the far field of open-boundary
+#: potentials (:mod:`fedft._multipole`).
+MULTIPOLE_WIDTH = 2.5
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +111,7 @@ class Discretisation:
             K = self.K.tocsr()
             self._K_ii = K[self.interior][:, self.interior].tocsr()
             self._K_ib = K[self.interior][:, self.boundary].tocsr()
-            self._K_bi = self._K_ib.T.tocsr()
             self.centre = np.asarray(m.origin) + 0.5 * np.asarray(m.cell).sum(axis=0)
-            self.boundary_positions = m.dof_positions[self.boundary]
             A = self._K_ii
         if self.periodic:
             self._poisson_amg = pyamg.ruge_stuben_solver(A, max_coarse=300)
@@ -115,13 +119,7 @@ class Discretisation:
             self._poisson_amg = pyamg.smoothed_aggregation_solver(A, max_coarse=300)
         self._poisson_prec = self._poisson_amg.aspreconditioner(cycle="V")
         if not self.periodic:
-            # the monomials P_m at the DOFs (exact interpolants for P2) and the harmonic
-            # extensions h_m of the far-field functions M_m from the faces (fedft._multipole)
-            self._monomials = monomials(m.dof_positions - self.centre)
-            far = far_field_basis(self.boundary_positions - self.centre)
-            self._extensions = np.column_stack([
-                self._dirichlet(np.zeros(self.interior.size), far[:, k], None, 1e-11)[0]
-                for k in range(far.shape[1])])
+            self._setup_multipoles()
         log.debug("discretisation: %d DOFs, %d quadrature points, AMG levels %d%s",
                   m.n_dofs, self.wq.size, len(self._poisson_amg.levels),
                   "" if self.periodic else f", {self.boundary.size} boundary DOFs")
@@ -137,79 +135,94 @@ class Discretisation:
     def zero_mean(self, v: np.ndarray) -> np.ndarray:
         return v - (self.basis_integrals @ v) / self.volume
 
+    def _setup_multipoles(self) -> None:
+        """Open boxes: the Gaussian multipoles of :mod:`fedft._multipole` at the centre of the
+        box, their loads ``Ĝ``, nodal potentials ``Φ`` and zero-Dirichlet potentials ``G₀Ĝ``
+        (ten solves, once per mesh), and the moment matrix ``S = PᵀĜ``."""
+        m = self.mesh
+        s = MULTIPOLE_WIDTH
+        self._monomials = monomials(m.dof_positions - self.centre)  # P (n, 10)
+        self._gauss_loads = self.BT @ (self.wq[:, None] * gaussian_multipole_densities(
+            self.xq - self.centre, s))  # Ĝ (n, 10)
+        self._gauss_potentials = gaussian_multipole_potentials(m.dof_positions - self.centre,
+                                                               s)  # Φ (n, 10)
+        self._moment_matrix = self._monomials.T @ self._gauss_loads  # S (10, 10)
+        self._gauss_g0 = np.column_stack([
+            self._zero_dirichlet(4.0 * np.pi * self._gauss_loads[:, k], None, 1e-12)[0]
+            for k in range(10)])
+
     def multipoles(self, load: np.ndarray):
         """Moments (:class:`~fedft._multipole.Multipoles`) of the density with load vector
         ``load`` about the centre of the box."""
         return moments_from_load(load, self.mesh.dof_positions, self.centre)
 
-    def _dirichlet(self, rhs_interior, boundary_values, x0, rtol, scale=None):
-        """Solve the interior block with given boundary values; full nodal vector."""
-        rhs = rhs_interior - self._K_ib @ boundary_values
+    def _zero_dirichlet(self, rhs, x0, rtol, scale=None):
+        """Solve ``K v = rhs`` on the interior with ``v = 0`` on the faces."""
         x0 = np.zeros(self.interior.size) if x0 is None else x0[self.interior]
-        if scale is None:
-            scale = max(np.linalg.norm(rhs), 1e-300)
-        vi, its = pcg(self._K_ii, rhs, x0, self._poisson_prec, rtol, what="Poisson solve",
-                      scale=scale, singular=False)
-        v = np.empty(self.mesh.n_dofs)
+        b = rhs[self.interior]
+        vi, its = pcg(self._K_ii, b, x0, self._poisson_prec, rtol, what="Poisson solve",
+                      scale=scale if scale is not None else max(np.linalg.norm(b), 1e-300),
+                      singular=False)
+        v = np.zeros(self.mesh.n_dofs)
         v[self.interior] = vi
-        v[self.boundary] = boundary_values
         return v, its
 
-    def poisson(self, load: np.ndarray, x0: np.ndarray | None = None, rtol: float = 1e-10,
-                boundary_values: np.ndarray | None = None):
+    def poisson(self, load: np.ndarray, x0: np.ndarray | None = None, rtol: float = 1e-10):
         """Solve ``-∇²v = 4π n`` for the potential ``v`` of a density ``n``.
 
         ``load`` is ``∫ n φ_i`` (bohr⁻³ integrated); for ``n = ρ`` ``v`` is the Hartree
         potential (Ha). Periodic cells: ``n`` minus its mean, ``v`` zero-mean. Open boxes:
-        ``v`` on the faces is ``boundary_values`` (at :attr:`boundary` DOFs) or, by default,
-        the multipole expansion of ``n`` (module notes).
+        ``v = Aℓ`` with open boundaries (:meth:`open_potential`).
 
         Returns
         -------
         v : (n_dofs,) nodal potential, iterations : int
         """
-        # tolerance relative to the charge itself, not its (possibly tiny) neutral part
-        scale = 4.0 * np.pi * np.linalg.norm(load)
         if self.periodic:
             rhs = 4.0 * np.pi * self.neutralise(load)
             x0 = np.zeros_like(rhs) if x0 is None else x0
+            # tolerance relative to the charge itself, not its (possibly tiny) neutral part
             v, its = pcg(self.K, rhs, x0, self._poisson_prec, rtol, what="Poisson solve",
-                         scale=scale)
+                         scale=4.0 * np.pi * np.linalg.norm(load))
             return self.zero_mean(v), its
-        if boundary_values is not None:
-            return self._dirichlet(4.0 * np.pi * load[self.interior], boundary_values, x0, rtol,
-                                   scale)
-        v0, c, _, its = self.open_parts(load, x0, rtol)
-        return v0 + self._extensions @ c, its
+        v, _, _, its = self.open_potential(load, x0, rtol)
+        return v, its
 
-    def open_parts(self, load, x0, rtol):
-        """Open boundaries: the zero-Dirichlet potential ``v0`` of the density, its monomial
-        moments ``c_m = ∫ n P_m`` and far-field overlaps ``d_m = ∫ n h_m``; ``v = v0 + Σ c_m
-        h_m``."""
-        c = self._monomials.T @ load
-        d = self._extensions.T @ load
-        guess = None if x0 is None else x0 - self._extensions @ c
-        v0, its = self._dirichlet(4.0 * np.pi * load[self.interior],
-                                  np.zeros(self.boundary.size), guess, rtol,
-                                  4.0 * np.pi * np.linalg.norm(load))
-        return v0, c, d, its
+    def open_potential(self, load: np.ndarray, x0: np.ndarray | None = None,
+                       rtol: float = 1e-10):
+        """Open boundaries: ``v = Aℓ = G₀(ℓ − Ĝc) + Φc`` with ``c = S⁻¹Pᵀℓ`` (module notes of
+        :mod:`fedft._multipole`).
 
-    def boundary_sensitivity(self, load: np.ndarray, v0: np.ndarray) -> np.ndarray:
-        """Open boundaries: ``β`` with ``∫ n ext(b) = β·b`` for the harmonic extension of any
-        boundary values ``b`` (``β = load_B − K_BI v0_I / 4π``, from the zero-Dirichlet
-        potential ``v0`` of the same density); (n_boundary,)."""
-        return load[self.boundary] - (self._K_bi @ v0[self.interior]) / (4.0 * np.pi)
+        Returns
+        -------
+        v : (n_dofs,) the potential; w : (n_dofs,) the mesh part ``G₀(ℓ − Ĝc)``;
+        c : (10,) the multipole coefficients; iterations : int
+        """
+        c = np.linalg.solve(self._moment_matrix, self._monomials.T @ load)
+        rest = load - self._gauss_loads @ c
+        far = self._gauss_potentials @ c
+        guess = None if x0 is None else x0 - far
+        w, its = self._zero_dirichlet(4.0 * np.pi * rest, guess, rtol,
+                                      4.0 * np.pi * np.linalg.norm(load))
+        return w + far, w, c, its
+
+    def open_adjoint(self, load: np.ndarray, w: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """``Aᵀℓ`` from the parts of :meth:`open_potential` (no further solve)::
+
+            Aᵀℓ = G₀ℓ − P S⁻ᵀ (Ĝᵀ G₀ ℓ − Φᵀℓ),  G₀ℓ = w + (G₀Ĝ) c
+        """
+        g0 = w + self._gauss_g0 @ c
+        y = self._gauss_loads.T @ g0 - self._gauss_potentials.T @ load
+        return g0 - self._monomials @ np.linalg.solve(self._moment_matrix.T, y)
 
     def hartree(self, load: np.ndarray, rho_q: np.ndarray, x0: np.ndarray | None = None,
                 rtol: float = 1e-10):
         """Hartree potential, the potential that is the energy's derivative, and the energy.
 
         Periodic: ``E_H = ∫ρV − VᵀKV/8π``, variational (second order in the error of V), whose
-        derivative is ``V`` itself. Open: ``E_H = ½ρᵀAρ`` with ``V = Aρ`` and ``A = G₀ + Σ_m
-        h_m ⊗ P_m`` (zero-Dirichlet Green's operator plus the far-field coupling), evaluated
-        as ``∫ρV₀ − V₀ᵀKV₀/8π + ½ Σ_m c_m d_m`` (variational in ``V₀``); ``A`` is not exactly
-        symmetric, so the derivative is ``½(A + Aᵀ)ρ = V₀ + ½ Σ_m (h_m c_m + P_m d_m)``,
-        which keeps the minimiser's line searches exact.
+        derivative is ``V`` itself. Open: ``E_H = ½ℓᵀAℓ`` with ``A`` of :meth:`open_potential`,
+        evaluated variationally in the mesh part ``w``; ``A`` is not exactly symmetric, so
+        the derivative is ``½(A + Aᵀ)ℓ``, which keeps the minimiser's line searches exact.
 
         Parameters
         ----------
@@ -226,11 +239,13 @@ class Discretisation:
             vhq = self.B @ vh
             energy = self.wq @ (rho_q * vhq) - (vh @ (self.K @ vh)) / (8.0 * np.pi)
             return vh, vh, float(energy), its
-        v0, c, d, its = self.open_parts(load, x0, rtol)
-        far = self._extensions @ c
-        energy = load @ v0 - (v0 @ (self.K @ v0)) / (8.0 * np.pi) + 0.5 * (c @ d)
-        v_grad = v0 + 0.5 * far + 0.5 * (self._monomials @ d)
-        return v0 + far, v_grad, float(energy), its
+        v, w, c, its = self.open_potential(load, x0, rtol)
+        rest = load - self._gauss_loads @ c
+        # ½ℓᵀAℓ = ½[rᵀG₀r + cᵀ(G₀Ĝ)ᵀr + ℓᵀΦc], rᵀG₀r ≈ 2rᵀw − wᵀKw/4π (variational)
+        energy = 0.5 * (2.0 * (rest @ w) - (w @ (self.K @ w)) / (4.0 * np.pi)
+                        + c @ (self._gauss_g0.T @ rest) + load @ (self._gauss_potentials @ c))
+        v_grad = 0.5 * (v + self.open_adjoint(load, w, c))
+        return v, v_grad, float(energy), its
 
     def preconditioner(self, stiffness_weight: float, mass_weight: float):
         """AMG V-cycle for ``a K + b M`` (cached per (a, b))."""

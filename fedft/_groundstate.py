@@ -21,7 +21,6 @@ from ase import Atoms
 from threadpoolctl import threadpool_limits
 from ase.neighborlist import neighbor_list
 from scipy.spatial import cKDTree
-from scipy.special import erf
 
 from meshes import DegenerateCellError, TetMesh, check_cell, divisions_for_spacing, \
     graded_mesh, periodic_mesh, tensor_mesh
@@ -247,30 +246,6 @@ def build_mesh(system: System, settings: Settings) -> TetMesh:
     return mesh
 
 
-def gaussian_potential(points: np.ndarray, positions: np.ndarray, charges: np.ndarray,
-                       widths: np.ndarray) -> np.ndarray:
-    """Potential ``Σ_I Z_I erf(|x − R_I|/s_I)/|x − R_I|`` (Ha/e) of Gaussian charges at
-    ``points`` (n, 3) bohr, away from the nuclei (open-boundary values)."""
-    d = np.linalg.norm(points[:, None, :] - positions[None, :, :], axis=-1)
-    return (charges[None, :] * erf(d / widths[None, :]) / d).sum(axis=1)
-
-
-def boundary_forces(points: np.ndarray, beta: np.ndarray, positions: np.ndarray,
-                    charges: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """Open boundaries: the forces (Ha/bohr) from the dependence of the Gaussians' boundary
-    values ``b = Σ_I Z_I erf(r/s_I)/r`` on the positions.
-
-    The long-range electron-ion energy is ``−(∫ g v₀ + β·b)`` (``v₀`` the zero-Dirichlet
-    potential of ρ, ``β`` from :meth:`Discretisation.boundary_sensitivity`); this is the
-    ``β·∂b/∂R_I`` part of its force, exact for the discrete energy.
-    """
-    d = points[:, None, :] - positions[None, :, :]  # (nb, n, 3) x_B − R_I
-    r = np.linalg.norm(d, axis=-1)
-    x = r / widths[None, :]
-    df = (2.0 / np.sqrt(np.pi) * np.exp(-x * x) / widths[None, :] - erf(x) / r) / r  # f'(r)
-    return -np.einsum("b,bi,bik->ik", beta, charges[None, :] * df / r, d)
-
-
 def initial_density(points: np.ndarray, system: System, width: float = 2.5) -> np.ndarray:
     """Superposed Gaussians ``Z_I (π a²)^{-3/2} exp(−r²/a²)`` (bohr⁻³) at ``points``: the
     starting density of an isolated structure (a uniform start wastes iterations filling
@@ -353,10 +328,8 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
         ew = ewald(system.positions, system.z, system.cell)
         shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
-    else:
-        edge = gaussian_potential(disc.boundary_positions, system.positions, system.z,
-                                  widths[system.species])
-        vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13, boundary_values=edge)
+    else:  # the same open-boundary operator as the electrons' (exact reciprocity)
+        vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
         ew = coulomb(system.positions, system.z)
         shift = 0.0
     v_long = -vg
@@ -386,9 +359,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vh, _ = disc.poisson(load, result.evaluation.v_hartree, rtol=1e-13)
         v_force = vh  # the ions' Gaussians feel the Hartree potential (reciprocity)
     else:
-        v0, c, _, _ = disc.open_parts(load, result.evaluation.v_hartree, rtol=1e-13)
-        vh = v0 + disc._extensions @ c
-        v_force = v0  # plus the boundary term below
+        vh, w, c, _ = disc.open_potential(load, result.evaluation.v_hartree, rtol=1e-13)
+        # E_ei,long = −ℓ_ρᵀ A ℓ_g: the Gaussians feel Aᵀρ
+        v_force = disc.open_adjoint(load, w, c)
     comps = functional.components(result.u, vh)
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy
@@ -396,10 +369,6 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     comps["kinetic"] = comps["tf"] + comps["vw"]
     f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ v_force, ew.per_atom)
     forces = f_ions + ew.forces
-    if not system.periodic:
-        forces += boundary_forces(disc.boundary_positions,
-                                  disc.boundary_sensitivity(load, v0), system.positions,
-                                  system.z, widths[system.species])
     dipole = None
     if not system.periodic:  # about the coordinate origin, e·bohr
         dipole = system.z @ system.positions - disc.xq.T @ (disc.wq * rho_q)
