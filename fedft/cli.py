@@ -48,8 +48,11 @@ def _setting_arg(text: str) -> tuple[str, object]:
     try:
         return name, ast.literal_eval(value)
     except (ValueError, SyntaxError):
+        if value.isidentifier():  # a word, e.g. grading=all
+            return name, value
         raise argparse.ArgumentTypeError(
-            f"{text!r}: the value must be a number or None (e.g. spacing=0.5)") from None
+            f"{text!r}: the value must be a number, a word or None (e.g. spacing=0.5, "
+            "grading=all)") from None
 
 
 def _add_label(sub) -> None:
@@ -129,9 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log more (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
-        "run", help="ground state of one periodic structure",
-        description="Compute the ground state of one periodic structure; print the energy and "
-                    "forces and optionally write a JSON summary and the fields for ParaView.")
+        "run", help="ground state of one structure (periodic or isolated)",
+        description="Compute the ground state of one structure, a periodic cell (pbc True) or "
+                    "an isolated molecule or cluster (pbc False: open boundaries, in its cell "
+                    "or in a box 'vacuum' bohr larger than the atoms, mesh graded towards the "
+                    "nuclei); print the energy and forces (and charge and dipole of isolated "
+                    "structures) and optionally write a JSON summary and the fields for "
+                    "ParaView.")
     run.add_argument("structure", help="structure file (any format ase.io.read accepts)")
     run.add_argument("--pseudo", action="append", type=_pseudo_arg, required=True,
                      metavar="SYMBOL=SPEC",
@@ -151,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "spacing=0.5 in bohr); repeatable")
     run.add_argument("--index", default=-1, type=int,
                      help="which image of a multi-image structure file (default: last)")
+    run.add_argument("--charge", type=float, metavar="Q",
+                     help="net charge (e) of an isolated structure (default: the sum of the "
+                          "file's initial charges, usually 0)")
     _add_label(sub)
     _add_dataset(sub)
     return parser
@@ -198,7 +208,8 @@ def cmd_run(args) -> int:
 
     try:
         result = compute(atoms, pseudos, args.kinetic_lambda, preset=args.preset,
-                         gauge=args.gauge, progress=progress, **dict(args.set))
+                         gauge=args.gauge, progress=progress, charge=args.charge,
+                         **dict(args.set))
     except ConvergenceError as exc:
         bar.close()
         print(f"fedft: not converged: {exc}", file=sys.stderr)
@@ -217,6 +228,10 @@ def cmd_run(args) -> int:
     for sym, f in zip(result.atoms.get_chemical_symbols(), result.forces):
         print(f"  {sym:<3}{f[0]: .6f} {f[1]: .6f} {f[2]: .6f}")
     print(f"max |F|     {np.abs(result.forces).max():.6f} eV/Å")
+    print(f"chemical potential {result.chemical_potential:.6f} eV")
+    if result.dipole is not None:
+        print(f"isolated    charge {result.charge:g} e, dipole "
+              f"{' '.join(f'{x:.6f}' for x in result.dipole)} e·Å (about the origin)")
     if args.json:
         result.write_json(args.json)
         print(f"summary     {args.json}")

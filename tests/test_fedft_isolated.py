@@ -229,3 +229,28 @@ def test_dataset_of_isolated_and_charged_structures(tmp_path):
         assert mesh.pbc == (False, False, False) and mesh.axes is not None
         assert np.allclose(mesh.dof_positions, r.points, atol=1e-8)
     assert recs[1].energy > recs[0].energy  # removing an electron costs energy
+
+
+def test_cli_runs_an_isolated_charged_structure(tmp_path, capsys):
+    """`fedft run` on an isolated structure file with --charge and a word setting: prints the
+    charge and dipole, and the JSON summary records them."""
+    import json
+
+    from ase.io import write
+
+    from fedft.cli import main
+
+    atoms = _dimer()
+    atoms.cell = np.zeros((3, 3))
+    path = tmp_path / "dimer.xyz"
+    write(path, atoms)
+    out = tmp_path / "dimer.json"
+    code = main(["run", str(path), "--pseudo", f"Al={ERF_AL}", "--kinetic-lambda", "1",
+                 "--preset", "fast", "--charge", "1", "--set", "spacing=1.25",
+                 "--set", "vacuum=8.0", "--set", "grading=isolated", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "charge 1 e" in text and "dipole" in text
+    summary = json.loads(out.read_text())
+    assert summary["charge"] == 1.0 and summary["n_electrons"] == 5.0
+    assert summary["periodic"] is False and len(summary["dipole"]) == 3
