@@ -240,9 +240,13 @@ def build_mesh(system: System, settings: Settings) -> TetMesh:
             f"the mesh spacing {near * BOHR:.3f} Å is too coarse for the "
             f"pseudopotential core (length scale {finest * BOHR:.3f} Å); use a finer preset or "
             f"spacing below {MAX_SPACING_PER_LENGTH * finest * BOHR:.3f} Å")
-    log.info("mesh: %s, %d DOFs, element size %.3f..%.3f bohr",
-             "periodic" if system.periodic else "isolated", mesh.n_dofs,
-             mesh.min_element_size, mesh.element_size)
+    if is_graded(system, settings):
+        q = mesh.quality()
+        log.info("mesh: %s, graded, %d DOFs, element size %.3f..%.3f bohr, dihedral angles "
+                 "%.1f..%.1f deg, radius ratio <= %.2f",
+                 "periodic" if system.periodic else "isolated", mesh.n_dofs,
+                 mesh.min_element_size, mesh.element_size, q.min_dihedral_deg,
+                 q.max_dihedral_deg, q.max_radius_ratio)
     return mesh
 
 

@@ -145,6 +145,7 @@ class Result:
             "gauge": self.gauge,
             "units": {"energy": "eV", "forces": "eV/Angstrom", "length": "Angstrom"},
             "n_dofs": int(self.mesh.n_dofs),
+            "mesh": _mesh_summary(self.mesh),
             "settings": self.settings,
             "pseudopotentials": self.pseudopotentials,
             "iterations": len(self.history) - 1,
@@ -169,6 +170,17 @@ class Result:
                 "energy": self.energy, "components": self.components,
                 "kinetic_lambda": self.kinetic_lambda, "code_version": __version__}
         return write_fields(path, self.mesh, data, metadata=meta, scale=BOHR)
+
+
+def _mesh_summary(mesh) -> dict:
+    """Size and shape of a mesh (Å, degrees)."""
+    q = mesh.quality()
+    return {"n_dofs": int(mesh.n_dofs), "n_elements": int(mesh.n_elements),
+            "periodic": bool(mesh.is_periodic), "graded": mesh.axes is not None,
+            "element_size_min": mesh.min_element_size * BOHR,
+            "element_size_max": mesh.element_size * BOHR,
+            "min_dihedral_deg": q.min_dihedral_deg, "max_dihedral_deg": q.max_dihedral_deg,
+            "max_radius_ratio": q.max_radius_ratio}
 
 
 def write_json_atomic(path, data: dict) -> Path:

@@ -172,5 +172,7 @@ def graded_mesh(cell, positions, h_min: float, rate: float, h_max: float,
             raise MeshError(f"lattice vector {k}: {exc}") from None
         axes.append(x / lengths[k])
     mesh = tensor_mesh(cell, axes, pbc, origin, order=order, intorder=intorder)
-    check_mesh_quality(mesh.mesh.p.T, mesh.mesh.t.T, min_dihedral_deg, max_radius_ratio)
+    quality = check_mesh_quality(mesh.mesh.p.T, mesh.mesh.t.T, min_dihedral_deg,
+                                 max_radius_ratio)
+    mesh.__dict__["_quality"] = quality  # the cache of TetMesh.quality()
     return mesh

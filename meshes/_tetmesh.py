@@ -254,7 +254,11 @@ class TetMesh:
 
     def quality(self):
         """Element shape summary (:class:`meshes.MeshQuality`: dihedral angles, radius ratio,
-        smallest volume) of the tetrahedra of the cell."""
+        smallest volume) of the tetrahedra of the cell (computed once)."""
+        return self._quality
+
+    @cached_property
+    def _quality(self):
         from ._quality import check_mesh_quality
 
         return check_mesh_quality(self.mesh.p.T, self.mesh.t.T, min_dihedral_deg=0.0,

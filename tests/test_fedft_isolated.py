@@ -254,3 +254,6 @@ def test_cli_runs_an_isolated_charged_structure(tmp_path, capsys):
     summary = json.loads(out.read_text())
     assert summary["charge"] == 1.0 and summary["n_electrons"] == 5.0
     assert summary["periodic"] is False and len(summary["dipole"]) == 3
+    mesh = summary["mesh"]  # graded: quality reported
+    assert mesh["graded"] and 5.0 < mesh["min_dihedral_deg"] <= mesh["max_dihedral_deg"] < 175
+    assert mesh["max_radius_ratio"] >= 1.0 and mesh["element_size_min"] < 0.8  # Å
