@@ -137,8 +137,8 @@ class Discretisation:
 
     def _setup_multipoles(self) -> None:
         """Open boxes: the Gaussian multipoles of :mod:`fedft._multipole` at the centre of the
-        box, their loads ``Ĝ``, nodal potentials ``Φ`` and zero-Dirichlet potentials ``G₀Ĝ``
-        (ten solves, once per mesh), and the moment matrix ``S = PᵀĜ``."""
+        box, their loads ``Ĝ`` and nodal potentials ``Φ``, the moment matrix ``S = PᵀĜ`` and
+        ``T = sym(ĜᵀΦ)`` (their mutual energies); no solves."""
         m = self.mesh
         s = MULTIPOLE_WIDTH
         self._monomials = monomials(m.dof_positions - self.centre)  # P (n, 10)
@@ -147,9 +147,9 @@ class Discretisation:
         self._gauss_potentials = gaussian_multipole_potentials(m.dof_positions - self.centre,
                                                                s)  # Φ (n, 10)
         self._moment_matrix = self._monomials.T @ self._gauss_loads  # S (10, 10)
-        self._gauss_g0 = np.column_stack([
-            self._zero_dirichlet(4.0 * np.pi * self._gauss_loads[:, k], None, 1e-12)[0]
-            for k in range(10)])
+        gp = self._gauss_loads.T @ self._gauss_potentials
+        self._gauss_energy = 0.5 * (gp + gp.T)  # T
+        self._gauss_skew = 0.5 * (gp.T - gp)  # ½(ΦᵀĜ − ĜᵀΦ), ~ discretisation error
 
     def multipoles(self, load: np.ndarray):
         """Moments (:class:`~fedft._multipole.Multipoles`) of the density with load vector
@@ -172,7 +172,7 @@ class Discretisation:
 
         ``load`` is ``∫ n φ_i`` (bohr⁻³ integrated); for ``n = ρ`` ``v`` is the Hartree
         potential (Ha). Periodic cells: ``n`` minus its mean, ``v`` zero-mean. Open boxes:
-        ``v = Aℓ`` with open boundaries (:meth:`open_potential`).
+        ``v = G₀r + Φc`` with open boundaries (:meth:`open_parts`).
 
         Returns
         -------
@@ -185,44 +185,57 @@ class Discretisation:
             v, its = pcg(self.K, rhs, x0, self._poisson_prec, rtol, what="Poisson solve",
                          scale=4.0 * np.pi * np.linalg.norm(load))
             return self.zero_mean(v), its
-        v, _, _, its = self.open_potential(load, x0, rtol)
-        return v, its
+        w, rest, c, its = self.open_parts(load, x0, rtol)
+        return w + self._gauss_potentials @ c, its
 
-    def open_potential(self, load: np.ndarray, x0: np.ndarray | None = None,
-                       rtol: float = 1e-10):
-        """Open boundaries: ``v = Aℓ = G₀(ℓ − Ĝc) + Φc`` with ``c = S⁻¹Pᵀℓ`` (module notes of
-        :mod:`fedft._multipole`).
+    def open_parts(self, load: np.ndarray, x0: np.ndarray | None = None, rtol: float = 1e-10):
+        """Open boundaries: the multipole coefficients ``c = S⁻¹Pᵀℓ``, the remainder
+        ``r = ℓ − Ĝc`` (no monopole, dipole or quadrupole) and its zero-Dirichlet potential
+        ``w = G₀r`` (one solve; ``x0`` a guess of the whole potential).
 
         Returns
         -------
-        v : (n_dofs,) the potential; w : (n_dofs,) the mesh part ``G₀(ℓ − Ĝc)``;
-        c : (10,) the multipole coefficients; iterations : int
+        w, rest : (n_dofs,); c : (10,); iterations : int
         """
         c = np.linalg.solve(self._moment_matrix, self._monomials.T @ load)
         rest = load - self._gauss_loads @ c
-        far = self._gauss_potentials @ c
-        guess = None if x0 is None else x0 - far
+        guess = None if x0 is None else x0 - self._gauss_potentials @ c
         w, its = self._zero_dirichlet(4.0 * np.pi * rest, guess, rtol,
                                       4.0 * np.pi * np.linalg.norm(load))
-        return w + far, w, c, its
+        return w, rest, c, its
 
-    def open_adjoint(self, load: np.ndarray, w: np.ndarray, c: np.ndarray) -> np.ndarray:
-        """``Aᵀℓ`` from the parts of :meth:`open_potential` (no further solve)::
+    def _open_energy_and_gradient(self, w, rest, c):
+        """The open-boundary Hartree form and its gradient (module notes of :meth:`hartree`)."""
+        phi_r = self._gauss_potentials.T @ rest
+        energy = (rest @ w - (w @ (self.K @ w)) / (8.0 * np.pi) + c @ phi_r
+                  + 0.5 * (c @ (self._gauss_energy @ c)))
+        y = phi_r - self._gauss_loads.T @ w + self._gauss_skew @ c
+        grad = w + self._gauss_potentials @ c + self._monomials @ np.linalg.solve(
+            self._moment_matrix.T, y)
+        return float(energy), grad
 
-            Aᵀℓ = G₀ℓ − P S⁻ᵀ (Ĝᵀ G₀ ℓ − Φᵀℓ),  G₀ℓ = w + (G₀Ĝ) c
-        """
-        g0 = w + self._gauss_g0 @ c
-        y = self._gauss_loads.T @ g0 - self._gauss_potentials.T @ load
-        return g0 - self._monomials @ np.linalg.solve(self._moment_matrix.T, y)
+    def symmetric_potential(self, load: np.ndarray, x0: np.ndarray | None = None,
+                            rtol: float = 1e-10):
+        """Open boundaries: ``Mℓ``, the gradient of the Hartree form ``½ℓᵀMℓ`` of
+        :meth:`hartree` (the potential that makes energies, gradients and forces exact
+        derivatives of each other). It differs from :meth:`poisson`'s ``G₀r + Φc`` by
+        ``P S⁻ᵀ y`` with ``y`` of the size of the discretisation error (``Ĝᵀ G₀ r`` against
+        ``Φᵀ r``); fedft reports it as the Hartree potential of isolated structures, so that
+        ``½∫ρV_H`` is the Hartree energy that was minimised."""
+        w, rest, c, _ = self.open_parts(load, x0, rtol)
+        return self._open_energy_and_gradient(w, rest, c)[1]
 
     def hartree(self, load: np.ndarray, rho_q: np.ndarray, x0: np.ndarray | None = None,
                 rtol: float = 1e-10):
         """Hartree potential, the potential that is the energy's derivative, and the energy.
 
         Periodic: ``E_H = ∫ρV − VᵀKV/8π``, variational (second order in the error of V), whose
-        derivative is ``V`` itself. Open: ``E_H = ½ℓᵀAℓ`` with ``A`` of :meth:`open_potential`,
-        evaluated variationally in the mesh part ``w``; ``A`` is not exactly symmetric, so
-        the derivative is ``½(A + Aᵀ)ℓ``, which keeps the minimiser's line searches exact.
+        derivative is ``V`` itself. Open: with ``ℓ = r + Ĝc`` (:meth:`open_parts`) the exact
+        ``½ℓᵀGℓ`` is ``½rᵀGr + cᵀĜᵀGr + ½cᵀĜᵀGĜc``; the remainder's ``Gr`` is the
+        zero-Dirichlet ``w = G₀r`` (exact up to its octupole field on the faces) and
+        ``GĜ = Φ`` is analytic, so ``E_H = rᵀw − wᵀKw/8π + cᵀΦᵀr + ½cᵀTc`` (variational in
+        ``w``, ``T = sym(ĜᵀΦ)``), a symmetric quadratic form ``½ℓᵀMℓ`` whose gradient ``Mℓ``
+        costs no further solve.
 
         Parameters
         ----------
@@ -239,13 +252,9 @@ class Discretisation:
             vhq = self.B @ vh
             energy = self.wq @ (rho_q * vhq) - (vh @ (self.K @ vh)) / (8.0 * np.pi)
             return vh, vh, float(energy), its
-        v, w, c, its = self.open_potential(load, x0, rtol)
-        rest = load - self._gauss_loads @ c
-        # ½ℓᵀAℓ = ½[rᵀG₀r + cᵀ(G₀Ĝ)ᵀr + ℓᵀΦc], rᵀG₀r ≈ 2rᵀw − wᵀKw/4π (variational)
-        energy = 0.5 * (2.0 * (rest @ w) - (w @ (self.K @ w)) / (4.0 * np.pi)
-                        + c @ (self._gauss_g0.T @ rest) + load @ (self._gauss_potentials @ c))
-        v_grad = 0.5 * (v + self.open_adjoint(load, w, c))
-        return v, v_grad, float(energy), its
+        w, rest, c, its = self.open_parts(load, x0, rtol)
+        energy, grad = self._open_energy_and_gradient(w, rest, c)
+        return w + self._gauss_potentials @ c, grad, energy, its
 
     def preconditioner(self, stiffness_weight: float, mass_weight: float):
         """AMG V-cycle for ``a K + b M`` (cached per (a, b))."""

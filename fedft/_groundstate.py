@@ -332,8 +332,8 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
         ew = ewald(system.positions, system.z, system.cell)
         shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
-    else:  # the same open-boundary operator as the electrons' (exact reciprocity)
-        vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
+    else:  # the electrons' symmetric open-boundary form: exact reciprocity for the forces
+        vg = disc.symmetric_potential(disc.load(ions.gauss), rtol=1e-13)
         ew = coulomb(system.positions, system.z)
         shift = 0.0
     v_long = -vg
@@ -363,9 +363,10 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vh, _ = disc.poisson(load, result.evaluation.v_hartree, rtol=1e-13)
         v_force = vh  # the ions' Gaussians feel the Hartree potential (reciprocity)
     else:
-        vh, w, c, _ = disc.open_potential(load, result.evaluation.v_hartree, rtol=1e-13)
-        # E_ei,long = −ℓ_ρᵀ A ℓ_g: the Gaussians feel Aᵀρ
-        v_force = disc.open_adjoint(load, w, c)
+        # the symmetric form's potential Mℓ (Discretisation.hartree): ½∫ρV_H is the Hartree
+        # energy that was minimised, and with E_ei,long = −ℓ_ρᵀMℓ_g the Gaussians feel it
+        vh = disc.symmetric_potential(load, result.evaluation.v_hartree, rtol=1e-13)
+        v_force = vh
     comps = functional.components(result.u, vh)
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy

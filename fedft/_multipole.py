@@ -13,7 +13,8 @@ multipole densities ``ĝ_m`` of width ``s`` at the centre, whose potentials ``φ
 and only the remainder ``n − Σ_m c'_m ĝ_m`` (no monopole, dipole or quadrupole; ``c' = S⁻¹ c``
 with ``S_mk = ∫ P_m ĝ_k`` making the subtraction exact on the mesh) is solved on the mesh with
 zero Dirichlet values. The error left is the octupole and higher field of the remainder on the
-faces.
+faces. The energies between the remainder and the multipoles, and among the multipoles, use
+the analytic ``φ_m`` (:meth:`fedft._discretisation.Discretisation.hartree`).
 """
 
 from __future__ import annotations
