@@ -19,8 +19,8 @@ import pyamg
 from meshes import TetMesh
 
 from ._errors import ConvergenceError
-from ._multipole import (gaussian_multipole_densities, gaussian_multipole_potentials,
-                         moments_from_load, monomials)
+from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
+                         gaussian_multipole_potentials, moments_from_load, monomials)
 
 #: Width (bohr) of the Gaussian multipoles that carry the far field of open-boundary
 #: potentials (:mod:`fedft._multipole`).
@@ -141,12 +141,12 @@ class Discretisation:
         ``T = sym(ĜᵀΦ)`` (their mutual energies); no solves."""
         m = self.mesh
         s = MULTIPOLE_WIDTH
-        self._monomials = monomials(m.dof_positions - self.centre)  # P (n, 10)
-        self._gauss_loads = self.BT @ (self.wq[:, None] * gaussian_multipole_densities(
-            self.xq - self.centre, s))  # Ĝ (n, 10)
-        self._gauss_potentials = gaussian_multipole_potentials(m.dof_positions - self.centre,
-                                                               s)  # Φ (n, 10)
-        self._moment_matrix = self._monomials.T @ self._gauss_loads  # S (10, 10)
+        self._monomials = monomials(m.dof_positions - self.centre) @ FAR_FIELD  # P (n, 9)
+        self._gauss_loads = self.BT @ (self.wq[:, None] * (gaussian_multipole_densities(
+            self.xq - self.centre, s) @ FAR_FIELD))  # Ĝ (n, 9)
+        self._gauss_potentials = gaussian_multipole_potentials(
+            m.dof_positions - self.centre, s) @ FAR_FIELD  # Φ (n, 9)
+        self._moment_matrix = self._monomials.T @ self._gauss_loads  # S (9, 9)
         gp = self._gauss_loads.T @ self._gauss_potentials
         self._gauss_energy = 0.5 * (gp + gp.T)  # T
         self._gauss_skew = 0.5 * (gp.T - gp)  # ½(ΦᵀĜ − ĜᵀΦ), ~ discretisation error

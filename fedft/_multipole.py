@@ -3,9 +3,10 @@
 A density ``n`` in an isolated box has a far field dominated by its monopole, dipole and
 quadrupole, which a graded mesh (coarse far from the atoms) represents poorly: a Galerkin
 solution of ``-∇²v = 4πn`` on such a mesh picks up an offset of order ``q·h_max³/R⁴`` that
-does not cancel between electrons and ions. So the ten moments ``c = ∫ n P_m`` of the
-monomials ``P = (1, y_a, y_a y_b)`` (``y = x − centre``) are carried by ten Gaussian
-multipole densities ``ĝ_m`` of width ``s`` at the centre, whose potentials ``φ_m`` are analytic::
+does not cancel between electrons and ions. So the nine moments ``c = ∫ n P_m`` of the
+monopole, dipole and traceless quadrupole monomials (:data:`FAR_FIELD` combinations of
+``P = (1, y_a, y_a y_b)``, ``y = x − centre``) are carried by Gaussian multipole densities
+``ĝ_m`` of width ``s`` at the centre, whose potentials ``φ_m`` are analytic::
 
     ĝ_0 = (π s²)^{-3/2} exp(-r²/s²),   φ_0 = erf(r/s)/r
     ĝ_a = −∂_a ĝ_0,  ĝ_ab = ∂_a ∂_b ĝ_0 (a ≠ b),  ĝ_aa = ½ ∂_a² ĝ_0   (φ likewise)
@@ -35,6 +36,17 @@ def monomials(d: np.ndarray) -> np.ndarray:
     cols = [np.ones(d.shape[0])] + [d[:, a] for a in range(3)] + [d[:, a] * d[:, b]
                                                                   for a, b in PAIRS]
     return np.stack(cols, axis=1)
+
+
+#: (10, 9) combinations of the ten monomials (or Gaussian multipoles) kept for the far field:
+#: the monopole, the dipole and the traceless quadrupole (y₀y₁, y₀y₂, y₁y₂, y₀² − y₁²,
+#: y₀² + y₁² − 2y₂²). The trace ∫ n r² has no far field; subtracting it would only move a
+#: large, cancelling charge through the mesh.
+FAR_FIELD = np.zeros((10, 9))
+FAR_FIELD[[0, 1, 2, 3], [0, 1, 2, 3]] = 1.0
+FAR_FIELD[[4, 5], 4] = [1.0, -1.0]
+FAR_FIELD[[4, 5, 6], 5] = [1.0, 1.0, -2.0]
+FAR_FIELD[[7, 8, 9], [6, 7, 8]] = 1.0
 
 
 def _radial(r: np.ndarray, s: float):
