@@ -48,6 +48,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 BOHR = 0.52917721067
 HARTREE = 27.211386245988
 
+#: Defaults of the graded fedft mode (``--grading all``).
+GRADED = {"grading_rate": 0.3, "h_max": 0.48, "spacings": [0.35, 0.3, 0.25]}
+
 
 def _atoms(n_atoms: int):
     from ase.build import bulk
@@ -56,7 +59,9 @@ def _atoms(n_atoms: int):
     return bulk("Al", "fcc", a=4.05, cubic=True).repeat(reps)
 
 
-def _child(kind: str, n_atoms: int, param: float) -> dict:
+def _child(kind: str, n_atoms: int, param: float, options: dict | None = None) -> dict:
+    """One measurement: DFTpy at cutoff ``param`` (eV) or fedft at spacing ``param`` (bohr)
+    with the extra settings ``options`` (e.g. grading, grading_rate, h_max)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     atoms = _atoms(n_atoms)
     t0 = time.perf_counter()
@@ -70,37 +75,63 @@ def _child(kind: str, n_atoms: int, param: float) -> dict:
         import fedft
 
         r = fedft.compute(atoms, {"Al": f"erf:3:{BOHR!r}"}, 1.0, preset="accurate",
-                          spacing=param)
+                          spacing=param, **(options or {}))
         out = {"energy": r.energy / HARTREE / n_atoms, "dofs": int(r.mesh.n_dofs),
-               "stages": r.timings}
+               "iterations": len(r.history) - 1, "stages": r.timings}
     out["time"] = time.perf_counter() - t0
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
 
-def run(kind: str, n_atoms: int, param: float) -> dict:
+def run(kind: str, n_atoms: int, param: float, options: dict | None = None) -> dict:
     """Run one measurement in a fresh child process."""
-    cmd = [sys.executable, __file__, "--child", kind, str(n_atoms), repr(param)]
+    cmd = [sys.executable, __file__, "--child", kind, str(n_atoms), repr(param),
+           json.dumps(options or {})]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
-        raise RuntimeError(f"{kind} {n_atoms} {param} failed:\n{res.stderr[-2000:]}")
+        raise RuntimeError(f"{kind} {n_atoms} {param} {options} failed:\n"
+                           f"{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def coarsest(kind: str, n_atoms: int, params, reference: float, target: float):
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def coarsest(kind: str, n_atoms: int, params, reference: float, target: float,
+             options: dict | None = None, label: str | None = None):
     """First parameter (coarse to fine) whose error is below ``target``."""
     last = None
+    label = label or kind
     for p in params:
-        m = run(kind, n_atoms, p)
+        load = _load()
+        m = run(kind, n_atoms, p, options)
         m["param"] = p
         m["error"] = m["energy"] - reference
+        m["load"] = load
         last = m
-        print(f"  {kind:6s} N={n_atoms:4d} param={p:<7g} dofs/atom={m['dofs'] / n_atoms:9.0f} "
-              f"err={m['error']:+.2e} time={m['time']:8.2f}s peak={m['peak_mb']:7.0f} MB",
+        print(f"  {label:14s} N={n_atoms:4d} param={p:<7g} dofs/atom={m['dofs'] / n_atoms:9.0f} "
+              f"err={m['error']:+.2e} time={m['time']:8.2f}s peak={m['peak_mb']:7.0f} MB "
+              f"load[{load}]" + (f" iters={m['iterations']}" if "iterations" in m else ""),
               flush=True)
         if abs(m["error"]) < target:
             return m
     return last
+
+
+def fedft_modes(args) -> list[tuple[str, dict, list]]:
+    """(label, settings overrides, spacings) of each fedft mode asked for by ``--grading``."""
+    modes = []
+    for g in args.grading:
+        if g == "all":
+            opts = {"grading": "all", "grading_rate": args.grading_rate, "h_max": args.h_max}
+            modes.append(("fedft graded", opts, args.graded_spacings))
+        else:
+            modes.append(("fedft uniform", {"grading": "none"}, args.spacings))
+    return modes
 
 
 def main(argv=None):
@@ -109,38 +140,66 @@ def main(argv=None):
     parser.add_argument("--target", type=float, default=1e-4, help="Ha/atom")
     parser.add_argument("--spacings", type=float, nargs="+",
                         default=[0.7, 0.6, 0.5, 0.45, 0.4, 0.35],
-                        help="fedft spacings (bohr) to try, coarse to fine")
+                        help="uniform fedft meshes (--grading none): spacings (bohr) to try, "
+                        "coarse to fine")
+    parser.add_argument("--grading", nargs="+", choices=["none", "all"], default=["none"],
+                        help="fedft meshes: 'none' (uniform, the old mode) and/or 'all' (graded "
+                        "towards the nuclei); both run one after the other per size")
+    parser.add_argument("--grading-rate", type=float, default=GRADED["grading_rate"],
+                        help="graded meshes: h(d) = min(h_max, spacing + rate * d)")
+    parser.add_argument("--h-max", type=float, default=GRADED["h_max"],
+                        help="graded meshes: largest element edge (bohr)")
+    parser.add_argument("--graded-spacings", type=float, nargs="+",
+                        default=GRADED["spacings"],
+                        help="graded meshes: spacings h_min (bohr) at the nuclei to try, coarse "
+                        "to fine")
     parser.add_argument("--ecuts", type=float, nargs="+",
                         default=[200, 250, 300, 350, 400, 500, 600, 800],
                         help="DFTpy cutoffs (eV) to try, coarse to fine")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--reference-ecut", type=float, default=1600.0,
+                        help="DFTpy cutoff (eV) of the converged reference")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        kind, n, p = args.child
-        print(json.dumps(_child(kind, int(n), float(p))))
+        kind, n, p, opts = args.child
+        print(json.dumps(_child(kind, int(n), float(p), json.loads(opts))))
         return
-    rows = []
+    modes = fedft_modes(args)
+    print("fedft modes: " + "; ".join(f"{label} {opts} spacings {sp}"
+                                       for label, opts, sp in modes), flush=True)
+    rows = []  # (atoms, DFTpy measurement, {label: fedft measurement})
     for n in args.sizes:
-        ref = run("dftpy", n, 1600.0)
-        print(f"N={n}: reference {ref['energy']:.10f} Ha/atom ({ref['time']:.1f} s)")
+        ref = run("dftpy", n, args.reference_ecut)
+        print(f"N={n}: reference {ref['energy']:.10f} Ha/atom ({ref['time']:.1f} s, "
+              f"{args.reference_ecut:g} eV)", flush=True)
         d = coarsest("dftpy", n, args.ecuts, ref["energy"], args.target)
-        f = coarsest("fedft", n, args.spacings, ref["energy"], args.target)
-        rows.append((n, d, f))
+        fs = {label: coarsest("fedft", n, sp, ref["energy"], args.target, opts, label)
+              for label, opts, sp in modes}
+        rows.append((n, d, fs))
     print(f"\nTarget {args.target:g} Ha/atom")
-    print(f"{'atoms':>5} {'DFTpy s':>9} {'fedft s':>9} {'ratio':>7} {'DFTpy MB':>9} "
-          f"{'fedft MB':>9} {'fedft DOFs/atom':>15} {'fedft err':>10}")
-    for n, d, f in rows:
-        print(f"{n:5d} {d['time']:9.2f} {f['time']:9.2f} {f['time'] / d['time']:7.1f} "
-              f"{d['peak_mb']:9.0f} {f['peak_mb']:9.0f} {f['dofs'] / n:15.0f} "
-              f"{f['error']:+10.2e}")
+    print(f"{'atoms':>5} {'fedft mesh':>10} {'DFTpy s':>9} {'fedft s':>9} {'ratio':>7} "
+          f"{'DFTpy MB':>9} {'fedft MB':>9} {'DOFs/atom':>10} {'spacing':>8} {'fedft err':>10} "
+          f"{'load':>16}")
+    for n, d, fs in rows:
+        for label, f in fs.items():
+            print(f"{n:5d} {label.split()[-1]:>10} {d['time']:9.2f} {f['time']:9.2f} "
+                  f"{f['time'] / d['time']:7.1f} {d['peak_mb']:9.0f} {f['peak_mb']:9.0f} "
+                  f"{f['dofs'] / n:10.0f} {f['param']:8.3g} {f['error']:+10.2e} "
+                  f"{f['load']:>16}")
+    print("DFTpy: " + "; ".join(f"N={n} {d['param']:g} eV, {d['dofs'] / n:.0f} points/atom, "
+                                f"err {d['error']:+.1e}" for n, d, _ in rows))
     if len(rows) > 1:
         ns = np.array([r[0] for r in rows], float)
-        for name, idx in (("DFTpy", 1), ("fedft", 2)):
-            t = np.array([r[idx]["time"] for r in rows])
-            print(f"time exponent vs atoms ({name}): {np.polyfit(np.log(ns), np.log(t), 1)[0]:.2f}")
+        series = [("DFTpy", [r[1]["time"] for r in rows])]
+        series += [(label, [r[2][label]["time"] for r in rows]) for label, _, _ in modes]
+        for name, t in series:
+            slope = np.polyfit(np.log(ns), np.log(np.array(t)), 1)[0]
+            print(f"time exponent vs atoms ({name}): {slope:.2f}")
     print("\nfedft time per stage (s):")
-    for n, _, f in rows:
-        print(f"  N={n}: " + ", ".join(f"{k} {v:.2f}" for k, v in f["stages"].items()))
+    for n, _, fs in rows:
+        for label, f in fs.items():
+            print(f"  N={n} {label}: " + ", ".join(f"{k} {v:.2f}"
+                                                  for k, v in f["stages"].items()))
 
 
 if __name__ == "__main__":
