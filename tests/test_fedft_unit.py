@@ -11,7 +11,8 @@ from conftest import BOHR, ERF_AL
 import fedft
 from fedft import HARTREE
 from fedft._ewald import ewald
-from fedft._pseudo import ErfPseudo, RadialTable, gaussian_charge, short_range
+from fedft._ions import IonFields
+from fedft._pseudo import ErfPseudo, RadialTable, SpeciesTable, gaussian_charge, short_range
 from fedft.cli import main
 
 
@@ -100,6 +101,88 @@ def test_short_range_and_gaussian_tables_match_analytic_forms():
     assert t(np.array([t.cutoff + 1.0]))[0] == 0.0
     assert short_range(ErfPseudo(3.0, 1.0), 1.0).is_zero
     assert isinstance(t, RadialTable)
+
+
+# The ion-field code before its speed-up (np.take gathers, 20 000-point chunks, a one-species
+# self-density path), kept to check that the speed-up changes no result.
+def _plain_table_call(self, r, derivative=False):
+    cols = self.data if derivative else self.data[:, :2]
+    x = np.minimum(np.asarray(r, dtype=float) * (1.0 / self.step), cols.shape[0] - 1.0)
+    i = np.minimum(x.astype(np.intp), cols.shape[0] - 2)
+    t = (x - i)[:, None]
+    lo = cols[i]
+    return lo + t * (cols[i + 1] - lo)
+
+
+def _plain_pairs(self, vectors=False):
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(self.image_pos)
+    for start in range(0, self.points.shape[0], 100_000):
+        pts = self.points[start:start + 100_000]
+        sdm = cKDTree(pts).sparse_distance_matrix(tree, self.cutoff, output_type="ndarray")
+        qi, img, r = sdm["i"], sdm["j"], sdm["v"]
+        atom = self.image_atom[img]
+        sp = self.species[atom]
+        vals = np.zeros((r.size, 4 if vectors else 2))
+        for k, table in enumerate(self.tables):
+            vals[sp == k] = table(r[sp == k], derivative=vectors)
+        d = (pts[qi] - self.image_pos[img]) / np.where(r > 0, r, 1.0)[:, None] if vectors \
+            else None
+        yield qi + start, atom, vals, d
+
+
+def _plain_self_density(self, charges, widths, per_atom=None):
+    from scipy.spatial import cKDTree
+    from scipy.special import erf
+
+    out = np.zeros(self.points.shape[0])
+    scale = None if per_atom is None else per_atom / self.gauss_norm
+    tree = cKDTree(self.image_pos)
+    for start in range(0, self.points.shape[0], 100_000):
+        pts = self.points[start:start + 100_000]
+        sdm = cKDTree(pts).sparse_distance_matrix(tree, self.cutoff, output_type="ndarray")
+        qi, img, r = sdm["i"], sdm["j"], sdm["v"]
+        atom = self.image_atom[img]
+        sp = self.species[atom]
+        g = np.zeros(r.size)
+        for k, table in enumerate(self.tables):
+            g[sp == k] = table(r[sp == k])[:, 0]
+        s = widths[sp]
+        x = r / s
+        small = x < 1e-4
+        phi = charges[sp] / s * np.where(
+            small, 2.0 / np.sqrt(np.pi) * (1.0 - x * x / 3.0),
+            erf(np.where(small, 1.0, x)) / np.where(small, 1.0, x))
+        dens = 0.5 * phi if scale is None else 0.5 * phi - scale[atom]
+        out[start:start + pts.shape[0]] += np.bincount(qi, weights=g * dens,
+                                                       minlength=pts.shape[0])
+    return out
+
+
+def test_species_table_interpolation_is_bitwise_the_plain_one(rng):
+    table = SpeciesTable.build(gaussian_charge(3.0, 2.0), short_range(ErfPseudo(3.0, 1.0), 2.0))
+    r = np.concatenate([rng.uniform(0.0, table.cutoff + 1.0, 20000),
+                        np.arange(100) * table.step, [0.0, table.cutoff, 1e3]])
+    for derivative in (False, True):
+        assert np.array_equal(table(r, derivative), _plain_table_call(table, r, derivative))
+
+
+def test_ion_field_speedups_change_no_result(monkeypatch, fast_result):
+    """The sped-up ion fields give the ground state of the plain code: energies to 1e-12
+    relative, forces and fields to rounding."""
+    atoms = fast_result.atoms
+    monkeypatch.setattr(SpeciesTable, "__call__", _plain_table_call)
+    monkeypatch.setattr(IonFields, "_pairs", _plain_pairs)
+    monkeypatch.setattr(IonFields, "self_density", _plain_self_density)
+    plain = fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="fast")
+    assert abs(fast_result.energy - plain.energy) <= 1e-12 * abs(plain.energy)
+    for k, v in plain.components.items():
+        assert abs(fast_result.components[k] - v) <= 1e-12 * abs(plain.energy), k
+    assert np.abs(fast_result.forces - plain.forces).max() < 1e-10  # eV/Å, |F| ~ 0.1
+    for name, field in plain.fields.items():
+        assert np.allclose(fast_result.fields[name], field, rtol=1e-10,
+                           atol=1e-12 * np.abs(field).max()), name
 
 
 @pytest.mark.parametrize("content,match", [
