@@ -173,37 +173,37 @@ def _gcut_cached(prefactor: tuple, beta: tuple, alpha, l: int, tol: float) -> fl
 _PLANS_PER_FEATURIZER = 2
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-
 class _Group:
     """One frequency box (fold factors) and the feature columns evaluated on it.
 
-    The box holds the frequencies ``m`` of the extended box ``|m_i| <= F_i N_i / 2`` whose
-    folded index ``m_3 mod N_3`` lies in the half ``0 .. N_3 // 2`` kept by a real FFT, without
-    the unpaired plane ``m_i = -F_i N_i / 2`` of an even extent (its coefficients are below the
-    tolerance; dropping it makes the folded spectrum exactly Hermitian).
+    The box holds the frequencies ``m`` of the extended box ``|m_i| <= F_i N_i / 2`` without
+    the unpaired plane ``m_i = -F_i N_i / 2`` of an even extent (its coefficients are below
+    the tolerance; dropping it makes every component's spectrum exactly Hermitian). The real
+    components (the model density, and the ``2l + 1`` invariant harmonics per order and
+    sigma) are computed two at a time: the inverse FFT of ``c(G) (K_a(G) + i K_b(G))`` has the
+    component ``a`` as real part and ``b`` as imaginary part.
+
+    Attributes
+    ----------
+    features : list of (key, c0, c1)
+        Feature key (``"rho"`` or ``(l, sigma index)``) and its components ``c0 .. c1 - 1``.
+    n_components : int
+    kernels : torch.Tensor, shape (n_pairs, *box), complex
+        ``K_{2p} + i K_{2p+1}`` (``K = 1`` for the density, ``exp(-G²/(4 alpha)) i^l
+        P_b(G) / (2 alpha)^l`` for a harmonic; zero for the missing partner of an odd count).
     """
 
     def __init__(self, plan: "_Plan", fold: tuple, members: list) -> None:
-        shape, nh = plan.shape, plan.nh
+        dtype, device = plan.dtype, plan.device
         self.fold = fold
-        self.members = members  # "rho" and sigma indices
-        ext = [f * n for f, n in zip(fold, shape)]
-        m = [np.fft.fftfreq(L, 1.0 / L) for L in ext]  # integer frequencies in FFT order
-        m[2] = m[2].reshape(fold[2], shape[2])[:, :nh].reshape(-1)
-        self.box = tuple(len(v) for v in m)
+        self.box = tuple(f * n for f, n in zip(fold, plan.shape))
+        m = [np.fft.fftfreq(L, 1.0 / L) for L in self.box]  # integer frequencies, FFT order
         keep = np.ones(self.box, dtype=bool)
-        for i, L in enumerate(ext):
+        for i, L in enumerate(self.box):
             if L % 2 == 0:
                 keep &= (m[i] != -L // 2).reshape([-1 if j == i else 1 for j in range(3)])
-        mg = np.stack(np.meshgrid(*m, indexing="ij"), axis=-1)
-        gvec = mg @ plan.recip  # (box, 3), 1/Å
+        gvec = np.stack(np.meshgrid(*m, indexing="ij"), axis=-1) @ plan.recip  # (box, 3) 1/Å
         g2 = (gvec * gvec).sum(-1)
-        # real-FFT weight of each frequency: the planes k3 = 0 and k3 = N3/2 are their own
-        # conjugates, every other one stands for itself and its conjugate
-        k3 = np.arange(self.box[2]) % nh
-        self_conj = (k3 == 0) | ((shape[2] % 2 == 0) & (k3 == shape[2] // 2))
-        dtype, device = plan.dtype, plan.device
-        self.weight = torch.as_tensor(np.where(self_conj, 1.0, 2.0), dtype=dtype, device=device)
         self.m = [torch.as_tensor(v, dtype=torch.float64, device=device) for v in m]
         self.gvec = torch.as_tensor(gvec, dtype=dtype, device=device)
         # Fourier transform of each element's pseudodensity (float64, zero off the box)
@@ -214,37 +214,45 @@ class _Group:
                 r += b * (np.pi / be) ** 1.5 * np.exp(-g2 / (4 * be))
             self.rhat[Z] = torch.as_tensor(np.where(keep, r, 0.0), dtype=torch.float64,
                                            device=device)
-        sigmas = [s for s in members if s != "rho"]
-        self.sigmas = sigmas
-        self.gauss, self.scale = {}, {}
-        if sigmas:
-            # the 2l+1 invariant harmonics P_b(G) of every order, stacked: (n_b, box)
-            harm, l_of_b = [], []
+        # components: None for the density, else (sigma index, l, row of invariant_basis(l))
+        comps: list = []
+        self.features = []
+        if "rho" in members:
+            self.features.append(("rho", 0, 1))
+            comps.append(None)
+        for s_idx in (s for s in members if s != "rho"):
             for l in plan.orders:
+                self.features.append(((l, s_idx), len(comps), len(comps) + 2 * l + 1))
+                comps += [(s_idx, l, b) for b in range(2 * l + 1)]
+        self.n_components = len(comps)
+        self.feature_of = [key for key, c0, c1 in self.features for _ in range(c0, c1)]
+        harm: dict = {}  # l -> (2l+1, box): the invariant harmonics P_b(G)
+        gauss: dict = {}
+
+        def kernel(comp) -> np.ndarray:
+            if comp is None:
+                return np.ones(self.box)
+            s_idx, l, b = comp
+            alpha = 1.0 / (2 * plan.sigmas[s_idx] ** 2)
+            if l not in harm:
                 exps = maxwell_table(l)[0]
-                mono = np.stack([gvec[..., 0] ** a * gvec[..., 1] ** b * gvec[..., 2] ** c
-                                 for a, b, c in exps]).reshape(len(exps), -1)
-                harm.append(invariant_basis(l) @ mono)
-                l_of_b += [l] * (2 * l + 1)
-            self.harm = torch.as_tensor(np.concatenate(harm).reshape((-1,) + self.box),
-                                        dtype=dtype, device=device)
-            self.l_of_b = np.asarray(l_of_b)
-            # components of each order, and the position of each component's order
-            self.rows = {l: torch.as_tensor(np.nonzero(self.l_of_b == l)[0], device=device)
-                         for l in plan.orders}
-            self.order_of_b = torch.as_tensor([plan.orders.index(l) for l in l_of_b],
-                                              device=device)
-            for s_idx in sigmas:
-                alpha = 1.0 / (2 * plan.sigmas[s_idx] ** 2)
-                self.gauss[s_idx] = torch.as_tensor(np.exp(-g2 / (4 * alpha)), dtype=dtype,
-                                                    device=device)
-                # i^l / (2 alpha)^l per harmonic
-                self.scale[s_idx] = torch.as_tensor(
-                    (1j) ** self.l_of_b / (2 * alpha) ** self.l_of_b.astype(float),
-                    dtype=plan.cdtype, device=device)
+                mono = np.stack([gvec[..., 0] ** a * gvec[..., 1] ** b_ * gvec[..., 2] ** c
+                                 for a, b_, c in exps]).reshape(len(exps), -1)
+                harm[l] = (invariant_basis(l) @ mono).reshape((-1,) + self.box)
+            if s_idx not in gauss:
+                gauss[s_idx] = np.exp(-g2 / (4 * alpha))
+            return gauss[s_idx] * ((1j) ** l / (2 * alpha) ** l) * harm[l][b]
+
+        n_pairs = (len(comps) + 1) // 2
+        self.kernels = torch.empty((n_pairs,) + self.box, dtype=plan.cdtype, device=device)
+        for p in range(n_pairs):
+            k = kernel(comps[2 * p]).astype(np.complex128)
+            if 2 * p + 1 < len(comps):
+                k = k + 1j * kernel(comps[2 * p + 1])
+            self.kernels[p] = torch.as_tensor(k)
 
     def fold_to_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., box) -> (..., N1, N2, N3 // 2 + 1): sum the aliases of each grid frequency."""
+        """(..., box) -> (..., N1, N2, N3): sum the aliases of each grid frequency."""
         if self.fold == (1, 1, 1):
             return x
         f, n = self.fold, self.box
@@ -254,7 +262,7 @@ class _Group:
         return x.sum(dim=(k, k + 2, k + 4))
 
     def unfold_from_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., N1, N2, N3 // 2 + 1) -> (..., box): the transpose of :meth:`fold_to_grid`."""
+        """(..., N1, N2, N3) -> (..., box): the transpose of :meth:`fold_to_grid`."""
         if self.fold == (1, 1, 1):
             return x
         return x.repeat((1,) * (x.dim() - 3) + self.fold)
@@ -264,16 +272,21 @@ class _Group:
         return [torch.exp((-2j * math.pi) * (frac[:, i, None] * self.m[i][None, :]))
                 for i in range(3)]
 
+    @property
+    def n_pairs(self) -> int:
+        return self.kernels.shape[0]
+
 
 class _Plan:
     """The position-independent part of the FFT features of one cell, grid and composition:
-    frequency boxes, pseudodensity transforms and probe harmonics (cached per featurizer)."""
+    frequency boxes, pseudodensity transforms and probe kernels (cached per featurizer; the
+    kernels take ``n_components / 2`` complex grids, e.g. 96 MB in float32 for 151 components
+    on 54³ points)."""
 
     def __init__(self, feat, cell: np.ndarray, numbers: np.ndarray, shape: tuple) -> None:
         self.dtype, self.device = feat.dtype, feat.device
         self.cdtype = torch.complex128 if self.dtype == torch.float64 else torch.complex64
         self.shape = shape
-        self.nh = shape[2] // 2 + 1
         self.n_points = math.prod(shape)
         self.vol = abs(float(np.linalg.det(cell)))
         self.recip = 2 * np.pi * np.linalg.inv(cell).T  # rows b_i, a_i . b_j = 2 pi delta_ij
@@ -322,17 +335,33 @@ class _Plan:
             coef = term if coef is None else coef + term
         return (coef / self.vol).to(self.cdtype)
 
-    def to_grid(self, group: _Group, x: torch.Tensor) -> torch.Tensor:
-        """Folded inverse real FFT: (..., box) complex -> (..., P) real values at the grid."""
-        y = torch.fft.irfftn(group.fold_to_grid(x), s=self.shape, dim=(-3, -2, -1),
-                             norm="forward")
-        return y.reshape(y.shape[:-3] + (-1,))
+    def to_grid(self, group: _Group, x: torch.Tensor, out=None) -> torch.Tensor:
+        """Folded inverse FFT: (..., box) -> (..., P) complex values at the grid points."""
+        lead = x.shape[:-3]
+        if out is not None:
+            out = out.view(lead + self.shape)
+        y = torch.fft.ifftn(group.fold_to_grid(x), dim=(-3, -2, -1), norm="forward", out=out)
+        return y.reshape(lead + (-1,))
 
     def from_grid(self, group: _Group, h: torch.Tensor) -> torch.Tensor:
-        """Adjoint of :meth:`to_grid` up to the real-FFT weights: (..., P) real ->
-        (..., box) ``Σ_j h_j exp(-2 pi i m.j/N)``."""
-        hk = torch.fft.rfftn(h.reshape(h.shape[:-1] + self.shape), dim=(-3, -2, -1))
+        """(..., P) -> (..., box) ``Σ_j h_j exp(-2 pi i m.j/N)`` (the adjoint of
+        :meth:`to_grid`)."""
+        hk = torch.fft.fftn(h.reshape(h.shape[:-1] + self.shape), dim=(-3, -2, -1))
         return group.unfold_from_grid(hk)
+
+    def buffers(self) -> list:
+        """One (n_pairs, P) complex buffer per group to keep the components in (reused:
+        handed back by :meth:`release` after use, so that repeated evaluations do not allocate
+        and fault in ~100 MB of fresh memory every time)."""
+        spare, self._spare = getattr(self, "_spare", None), None
+        if spare is not None:
+            return spare
+        return [torch.empty((g.n_pairs, self.n_points), dtype=self.cdtype, device=self.device)
+                for g in self.groups]
+
+    def release(self, buffers: list) -> None:
+        """Hand buffers from :meth:`buffers` back for reuse (their content is dropped)."""
+        self._spare = buffers
 
 
 def _plan(feat, struct: Structure, shape: tuple) -> _Plan:
@@ -385,6 +414,45 @@ def _norm_of(plan: _Plan, q: torch.Tensor) -> torch.Tensor:
     return _safe_sqrt(q)
 
 
+def _evaluate(plan: _Plan, numbers, frac: torch.Tensor, buffers=None, grad: bool = False):
+    """Feature values by key, from the components computed one pair at a time (one complex
+    FFT per pair, squared and summed while in cache).
+
+    Parameters
+    ----------
+    buffers : list of torch.Tensor (n_pairs, P) complex, optional
+        Per group: keep the components there (for :class:`GridFeatureAdjoint`).
+    grad : bool
+        Out-of-place operations only (an autograd graph through the features).
+
+    Returns
+    -------
+    values : dict
+        ``"rho"`` and ``(l, s)`` -> (P,) feature columns.
+    """
+    values = {}
+    for gi, group in enumerate(plan.groups):
+        coef = plan.coefficients(group, numbers, group.phases(frac))
+        acc: dict = {}
+        for p in range(group.n_pairs):
+            out = None if buffers is None else buffers[gi][p]
+            zp = plan.to_grid(group, coef * group.kernels[p], out=out)  # (P,) two components
+            for c in range(2 * p, min(2 * p + 2, group.n_components)):
+                mu = zp.real if c % 2 == 0 else zp.imag
+                key = group.feature_of[c]
+                if key == "rho":
+                    values[key] = mu.clone()
+                elif key not in acc:
+                    acc[key] = mu * mu
+                elif grad:
+                    acc[key] = acc[key] + mu * mu
+                else:
+                    acc[key].addcmul_(mu, mu)
+        for key, q in acc.items():
+            values[key] = _norm_of(plan, q)
+    return values
+
+
 def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=None,
                       jacobian: bool = False):
     """Features of :func:`grid_points` by FFT; see the module notes.
@@ -419,18 +487,8 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
     plan, numbers = _prepare(feat, struct, shape, shift)
     if jacobian:
         return _features_and_jacobian(plan, numbers, pos, shift)
-    values = {}
     frac = _fractional(plan, pos, shift)
-    for group in plan.groups:
-        coef = plan.coefficients(group, numbers, group.phases(frac))
-        for s in group.members:
-            if s == "rho":
-                values["rho"] = plan.to_grid(group, coef)
-                continue
-            mu = plan.to_grid(group, (coef * group.gauss[s])[None] * group.harm
-                              * group.scale[s].view(-1, 1, 1, 1))  # (n_b, P)
-            for l in plan.orders:
-                values[(l, s)] = _norm_of(plan, (mu[group.rows[l]] ** 2).sum(0))
+    values = _evaluate(plan, numbers, frac, grad=torch.is_grad_enabled() and frac.requires_grad)
     return torch.stack(_columns(plan, values), dim=1)
 
 
@@ -450,75 +508,90 @@ def _features_and_jacobian(plan: _Plan, numbers, pos: torch.Tensor, shift):
             per_atom = (per_atom * (rhat / plan.vol)).to(plan.cdtype)
             dcoef[sel] = (-1j * group.gvec.permute(3, 0, 1, 2))[None] * per_atom[:, None]
         batch = torch.cat([coef[None], dcoef.reshape((3 * n_atoms,) + group.box)])
-        for s in group.members:
-            if s == "rho":
-                mu = plan.to_grid(group, batch)
-                values["rho"], derivs["rho"] = mu[0], mu[1:]
-                continue
-            base = batch * group.gauss[s]
-            q = {l: 0.0 for l in plan.orders}
-            dq = {l: 0.0 for l in plan.orders}
-            for b, l in enumerate(group.l_of_b.tolist()):  # one component at a time (memory)
-                mu = plan.to_grid(group, base * (group.scale[s][b] * group.harm[b]))
-                q[l] = q[l] + mu[0] * mu[0]
-                dq[l] = dq[l] + 2.0 * mu[0] * mu[1:]
-            for l in plan.orders:
-                g = _norm_of(plan, q[l])
-                values[(l, s)] = g
-                if plan.norm == "square":
-                    derivs[(l, s)] = dq[l]
-                else:
-                    # d sqrt(q) = dq / (2 sqrt(q)); zero (sub)gradient where q = 0
-                    derivs[(l, s)] = torch.where(
-                        g > 0, dq[l] / (2.0 * torch.where(g > 0, g, torch.ones_like(g))),
-                        torch.zeros_like(dq[l]))
+        q: dict = {}
+        dq: dict = {}
+        for p in range(group.n_pairs):  # one pair of components at a time (memory)
+            z = plan.to_grid(group, batch * group.kernels[p])  # (1 + 3 n_atoms, P)
+            for c in range(2 * p, min(2 * p + 2, group.n_components)):
+                mu = z.real if c % 2 == 0 else z.imag
+                key = group.feature_of[c]
+                if key == "rho":
+                    values[key], derivs[key] = mu[0], mu[1:]
+                    continue
+                q[key] = q.get(key, 0.0) + mu[0] * mu[0]
+                dq[key] = dq.get(key, 0.0) + 2.0 * mu[0] * mu[1:]
+        for key in q:
+            g = _norm_of(plan, q[key])
+            values[key] = g
+            if plan.norm == "square":
+                derivs[key] = dq[key]
+            else:
+                # d sqrt(q) = dq / (2 sqrt(q)); zero (sub)gradient where q = 0
+                derivs[key] = torch.where(
+                    g > 0, dq[key] / (2.0 * torch.where(g > 0, g, torch.ones_like(g))),
+                    torch.zeros_like(dq[key]))
     out = torch.stack(_columns(plan, values), dim=1)
     jac = torch.stack(_columns(plan, derivs), dim=-1).permute(1, 2, 0).contiguous()
     return out, jac
+
+
+class _CotangentScale:
+    """``∂E/∂μ_c = 2 ∂E/∂q μ_c`` for the components of feature ``key``: returns the factor
+    ``2 ∂E/∂q`` (P,), the last one kept (a feature's components are consecutive)."""
+
+    def __init__(self, plan: _Plan, rows: torch.Tensor, col: dict, values: dict) -> None:
+        self.plan, self.rows, self.col, self.values = plan, rows, col, values
+        self.key, self.factor = None, None
+
+    def __call__(self, key) -> torch.Tensor:
+        if key != self.key:
+            gbar = self.rows[self.col[key]]
+            if self.plan.norm != "square":  # G = sqrt(q): ∂E/∂q = ḡ / (2 G), 0 where G = 0
+                g = self.values[key]
+                gbar = torch.where(g > 0, gbar / (2.0 * torch.where(g > 0, g,
+                                                                     torch.ones_like(g))),
+                                   torch.zeros_like(gbar))
+            self.key, self.factor = key, 2.0 * gbar
+        return self.factor
 
 
 class GridFeatureAdjoint:
     """Grid features by FFT together with their exact vector-Jacobian product.
 
     For an energy ``E(G)`` of the grid features, ``dE/dR_a`` needs only ``ḡ = ∂E/∂G`` at the
-    points (one backward pass through the network): every component ``μ_b`` of the features
-    is a folded inverse real FFT of ``c(G) K_b(G)`` with the coefficients
-    ``c(G) = (1/V) Σ_a ρ̂(G) exp(-i G.R_a)``, so with ``h_b = ∂E/∂μ_b`` at the points and
-    ``Ĥ_b = Σ_j h_b(x_j) exp(-2πi m.j/N)`` (one forward real FFT per component)
+    points (one backward pass through the network): every component ``μ_c`` of the features
+    is a folded inverse FFT of ``c(G) K_c(G)`` with the coefficients
+    ``c(G) = (1/V) Σ_a ρ̂(G) exp(-i G.R_a)``, so with ``h_c = ∂E/∂μ_c`` at the points and
+    ``Ĥ_c = Σ_j h_c(x_j) exp(-2πi m.j/N)`` (forward FFTs, two real components per complex
+    one)
 
-        ∂E/∂R_a = Re Σ_G w_G ρ̂(G) (1/V) (-i G) exp(-i G.(R_a - shift)) Σ_b K_b(G) conj Ĥ_b(G)
+        ∂E/∂R_a = Re Σ_G ρ̂(G) (1/V) (-i G) exp(-i G.(R_a - shift)) Σ_c K_c(G) conj Ĥ_c(G),
 
-    (``w_G`` the real-FFT weights, 1 or 2), a sum over the frequency box evaluated at the
-    atoms by three small matrix products (the phases are separable in fractional
-    coordinates). The cost is that of the features again, instead of an autograd graph of
-    the whole FFT pipeline. Built by :meth:`~cemt.GMPFeaturizer.features_grid_adjoint`.
+    a sum over the frequency box evaluated at the atoms by three small matrix products (the
+    phases are separable in fractional coordinates). The cost is that of the features again,
+    instead of an autograd graph of the whole FFT pipeline. Built by
+    :meth:`~cemt.GMPFeaturizer.features_grid_adjoint`. Keeps the components (about
+    ``n_components`` real grids, in a buffer of the cached plan) until :meth:`vjp`, which
+    overwrites them with the cotangents and hands the buffer back (a second :meth:`vjp`
+    recomputes them).
 
     Attributes
     ----------
     features : torch.Tensor, shape (N1*N2*N3, n_features)
-        The features (no graph), as :func:`fft_grid_features`.
+        The features (no graph), equal to :func:`fft_grid_features`; a transposed view of a
+        contiguous (n_features, N1*N2*N3) tensor.
     """
 
     def __init__(self, feat, struct: Structure, pos: torch.Tensor, shape, shift=None) -> None:
         self._plan, self._numbers = _prepare(feat, struct, shape, shift)
-        plan = self._plan
-        self._frac = _fractional(plan, pos.detach(), shift)
-        self._mu: dict = {}
-        values = {}
+        self._frac = _fractional(self._plan, pos.detach(), shift)
+        self._evaluate()
+        self.features = torch.stack(_columns(self._plan, self._values)).T
+
+    def _evaluate(self) -> None:
+        self._comps = self._plan.buffers()
         with torch.no_grad():
-            for group in plan.groups:
-                coef = plan.coefficients(group, self._numbers, group.phases(self._frac))
-                for s in group.members:
-                    if s == "rho":
-                        values["rho"] = plan.to_grid(group, coef)
-                        continue
-                    mu = plan.to_grid(group, (coef * group.gauss[s])[None] * group.harm
-                                      * group.scale[s].view(-1, 1, 1, 1))
-                    self._mu[s] = mu
-                    for l in plan.orders:
-                        values[(l, s)] = _norm_of(plan, (mu[group.rows[l]] ** 2).sum(0))
-            self._values = values
-            self.features = torch.stack(_columns(plan, values), dim=1)
+            self._values = _evaluate(self._plan, self._numbers, self._frac, self._comps)
 
     def vjp(self, grad: torch.Tensor) -> torch.Tensor:
         """``Σ_{p,f} grad[p, f] ∂G_pf/∂R`` for a cotangent of the features.
@@ -526,7 +599,8 @@ class GridFeatureAdjoint:
         Parameters
         ----------
         grad : torch.Tensor, shape (N1*N2*N3, n_features)
-            E.g. ``∂E/∂G`` at the grid points (C order of :func:`grid_points`).
+            E.g. ``∂E/∂G`` at the grid points (C order of :func:`grid_points`); fastest as
+            the transpose of a contiguous (n_features, N1*N2*N3) tensor.
 
         Returns
         -------
@@ -534,34 +608,30 @@ class GridFeatureAdjoint:
             ``∂E/∂R`` (feature unit of ``grad`` times 1/Å); the forces are its negative.
         """
         plan, numbers = self._plan, self._numbers
-        grad = grad.detach().to(plan.dtype)
-        col = {}
-        for i, key in enumerate(_columns(plan, {k: k for k in self._values})):
-            col[key] = i
+        if self._comps is None:  # a second call: the first one used the components up
+            self._evaluate()
+        rows = grad.detach().to(plan.dtype).T.contiguous()  # (n_features, P)
+        col = {key: i for i, key in enumerate(_columns(plan, {k: k for k in self._values}))}
         out = torch.zeros((self._frac.shape[0], 3), dtype=torch.float64, device=plan.device)
         with torch.no_grad():
-            for group in plan.groups:
-                acc = None  # Σ_b K_b conj(Ĥ_b) on the box
-                for s in group.members:
-                    if s == "rho":
-                        term = plan.from_grid(group, grad[:, col["rho"]]).conj()
-                    else:
-                        # ∂E/∂q_l at every point, then h_b = 2 ∂E/∂q_l μ_b
-                        qbar = []
-                        for l in plan.orders:
-                            gl = grad[:, col[(l, s)]]
-                            if plan.norm != "square":
-                                g = self._values[(l, s)]
-                                gl = torch.where(g > 0, gl / (2.0 * torch.where(
-                                    g > 0, g, torch.ones_like(g))), torch.zeros_like(gl))
-                            qbar.append(gl)
-                        h = 2.0 * torch.stack(qbar)[group.order_of_b] * self._mu[s]
-                        hk = plan.from_grid(group, h)  # (n_b, box)
-                        kern = group.harm * group.scale[s].view(-1, 1, 1, 1)
-                        term = (hk.conj() * kern).sum(0) * group.gauss[s]
-                    acc = term if acc is None else acc + term
-                acc = acc * (group.weight / plan.vol)
-                out += self._atom_sums(group, numbers, acc)
+            for group, z in zip(plan.groups, self._comps):
+                scale = _CotangentScale(plan, rows, col, self._values)
+                acc = torch.zeros(group.box, dtype=plan.cdtype, device=plan.device)
+                for p in range(group.n_pairs):
+                    # h_c = ∂E/∂μ_c in place of the pair's components, then Σ_c K_c conj(Ĥ_c)
+                    hr = torch.view_as_real(z[p])
+                    for r in range(2):
+                        c = 2 * p + r
+                        if c >= group.n_components:
+                            hr[:, r].zero_()
+                        elif group.feature_of[c] == "rho":  # linear in its component
+                            hr[:, r].copy_(rows[col["rho"]])
+                        else:
+                            hr[:, r].mul_(scale(group.feature_of[c]))
+                    acc += group.kernels[p] * plan.from_grid(group, z[p]).conj()
+                out += self._atom_sums(group, numbers, acc / plan.vol)
+        plan.release(self._comps)
+        self._comps = None
         # fractional -> Cartesian: f = R inv(cell), so dE/dR = dE/df inv(cell)^T
         return out @ plan.inv_cell.T
 
