@@ -209,7 +209,8 @@ class CemtCalculator(Calculator):
             # one evaluation per rigidly shifted copy of the nodes (each a uniform grid, so
             # the features come from the FFT path), averaged
             nodes, weights, offsets = self._mesh(atoms.cell.array)
-            runs = [self.model.energy_forces(atoms, nodes + off, weights) for off in offsets]
+            runs = [self.model.energy_forces(atoms, nodes + off if off.any() else nodes, weights)
+                    for off in offsets]
             energy = float(np.mean([e for e, _ in runs]))
             forces = np.mean([f for _, f in runs], axis=0)
         else:

@@ -593,9 +593,12 @@ class GridModel(CemtModel):
         energy : float
             eV (float64 accumulation).
         grad : torch.Tensor, shape (P, n_features)
-            ``∂E/∂G``, eV per feature unit, the features' dtype.
+            ``∂E/∂G``, eV per feature unit, the features' dtype; the transpose of a
+            contiguous (n_features, P) tensor (the layout :meth:`~cemt.GridFeatureAdjoint.vjp`
+            reads fastest).
         """
-        grad = torch.empty_like(features)
+        grad_t = torch.empty((features.shape[1], features.shape[0]), dtype=features.dtype,
+                             device=features.device)
         energy = 0.0
         with torch.enable_grad():
             for start in range(0, features.shape[0], POINT_CHUNK):
@@ -603,9 +606,10 @@ class GridModel(CemtModel):
                 g = features[part].detach().requires_grad_(True)
                 eps, _ = self(g)
                 e = (weights[part].to(torch.float64) * eps.to(torch.float64)).sum()
-                (grad[part],) = torch.autograd.grad(e, g)
+                (dg,) = torch.autograd.grad(e, g)
+                grad_t[:, part] = dg.T
                 energy += float(e.detach())
-        return energy, grad
+        return energy, grad_t.T
 
     def _featurize(self, pos, atoms, pts):
         """Mesh nodes of a periodic cell form a uniform grid: use the FFT path there (exact
