@@ -174,7 +174,13 @@ _PLANS_PER_FEATURIZER = 2
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 class _Group:
-    """One frequency box (fold factors) and the feature columns evaluated on it.
+    """One grid and frequency box (fold factors) and the feature columns evaluated on it.
+
+    The grid is the output grid, or (``interp``) a coarser uniform grid of the same cell and
+    origin for smooth features: a sigma's components are band-limited to ``|m_i| <= K_i``, so
+    their squares to ``2 K_i``, and an odd coarse grid of ``>= 4 K_i + 1`` points holds the
+    squared sums exactly; they are then evaluated at the output grid by Fourier interpolation
+    (:meth:`_Plan.interpolate`).
 
     The box holds the frequencies ``m`` of the extended box ``|m_i| <= F_i N_i / 2`` without
     the unpaired plane ``m_i = -F_i N_i / 2`` of an even extent (its coefficients are below
@@ -193,10 +199,13 @@ class _Group:
         P_b(G) / (2 alpha)^l`` for a harmonic; zero for the missing partner of an odd count).
     """
 
-    def __init__(self, plan: "_Plan", fold: tuple, members: list) -> None:
+    def __init__(self, plan: "_Plan", shape: tuple, fold: tuple, members: list) -> None:
         dtype, device = plan.dtype, plan.device
+        self.shape = shape
+        self.n_points = math.prod(shape)
+        self.interp = shape != plan.shape
         self.fold = fold
-        self.box = tuple(f * n for f, n in zip(fold, plan.shape))
+        self.box = tuple(f * n for f, n in zip(fold, shape))
         m = [np.fft.fftfreq(L, 1.0 / L) for L in self.box]  # integer frequencies, FFT order
         keep = np.ones(self.box, dtype=bool)
         for i, L in enumerate(self.box):
@@ -306,24 +315,31 @@ class _Plan:
         if self.dtype != torch.float64:
             tol = max(tol, FLOAT32_TOLERANCE)
 
-        def fold_for(alpha, l):
+        def gcut(alpha, l):
             gc = 0.0
             for el in self.prefs.values():
                 pre = el.B * (np.pi / el.beta) ** 1.5 * n_atoms / self.vol
                 gc = max(gc, _gcut(pre, el.beta, alpha, l, tol))
+            return gc
+
+        def fold_for(gc, grid):
             # the box |m_i| < F N_i / 2 holds every G with |G| < pi F N_i / |a_i|
-            return tuple(int(max(1, math.ceil(gc * lengths[i] / (np.pi * shape[i]))))
+            return tuple(int(max(1, math.ceil(gc * lengths[i] / (np.pi * grid[i]))))
                          for i in range(3))
 
         members: dict[tuple, list] = {}
         if self.has_rho:
-            members.setdefault(fold_for(None, 0), []).append("rho")
+            members.setdefault((shape, fold_for(gcut(None, 0), shape)), []).append("rho")
+        n_comp = sum(2 * l + 1 for l in self.orders)
+        # coarse grids interpolate q = Σ μ²; sqrt(q) would amplify float32 rounding of small q
+        coarse = self.norm == "square" or self.dtype == torch.float64
         for s_idx, sigma in enumerate(self.sigmas):
-            folds = [fold_for(1.0 / (2 * sigma**2), l) for l in self.orders]
-            members.setdefault(tuple(max(f[i] for f in folds) for i in range(3)),
-                               []).append(s_idx)
+            gc = max(gcut(1.0 / (2 * sigma**2), l) for l in self.orders)
+            grid = (_coarse_grid(gc, lengths, shape, n_comp, len(self.orders)) if coarse
+                    else None) or shape
+            members.setdefault((grid, fold_for(gc, grid)), []).append(s_idx)
         with torch.no_grad():
-            self.groups = [_Group(self, fold, mem) for fold, mem in members.items()]
+            self.groups = [_Group(self, grid, fold, mem) for (grid, fold), mem in members.items()]
 
     def coefficients(self, group: _Group, numbers, ph: list) -> torch.Tensor:
         """``c(G) = (1/V) Σ_a ρ̂_Z(a)(G) exp(-i G.(R_a - shift))`` on the group's box."""
@@ -339,15 +355,37 @@ class _Plan:
         """Folded inverse FFT: (..., box) -> (..., P) complex values at the grid points."""
         lead = x.shape[:-3]
         if out is not None:
-            out = out.view(lead + self.shape)
+            out = out.view(lead + group.shape)
         y = torch.fft.ifftn(group.fold_to_grid(x), dim=(-3, -2, -1), norm="forward", out=out)
         return y.reshape(lead + (-1,))
 
     def from_grid(self, group: _Group, h: torch.Tensor) -> torch.Tensor:
         """(..., P) -> (..., box) ``Σ_j h_j exp(-2 pi i m.j/N)`` (the adjoint of
         :meth:`to_grid`)."""
-        hk = torch.fft.fftn(h.reshape(h.shape[:-1] + self.shape), dim=(-3, -2, -1))
+        hk = torch.fft.fftn(h.reshape(h.shape[:-1] + group.shape), dim=(-3, -2, -1))
         return group.unfold_from_grid(hk)
+
+    def interpolate(self, group: _Group, q: torch.Tensor) -> torch.Tensor:
+        """Band-limited fields on the group's coarse grid at the output grid points:
+        (..., P_coarse) -> (..., P), exact for fields without frequencies beyond the coarse
+        grid's (odd sizes: no Nyquist terms)."""
+        lead = q.shape[:-1]
+        qk = torch.fft.rfftn(q.reshape(lead + group.shape), dim=(-3, -2, -1))
+        big = qk.new_zeros(lead + self.shape[:2] + (self.shape[2] // 2 + 1,))
+        for small, large in _frequency_blocks(group.shape, self.shape):
+            big[(...,) + large] = qk[(...,) + small]
+        y = torch.fft.irfftn(big, s=self.shape, dim=(-3, -2, -1), norm="forward")
+        return y.reshape(lead + (-1,)) / group.n_points
+
+    def restrict(self, group: _Group, y: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`interpolate`: (..., P) -> (..., P_coarse)."""
+        lead = y.shape[:-1]
+        yk = torch.fft.rfftn(y.reshape(lead + self.shape), dim=(-3, -2, -1))
+        small_k = yk.new_empty(lead + group.shape[:2] + ((group.shape[2] + 1) // 2,))
+        for small, large in _frequency_blocks(group.shape, self.shape):
+            small_k[(...,) + small] = yk[(...,) + large]
+        q = torch.fft.irfftn(small_k, s=group.shape, dim=(-3, -2, -1), norm="forward")
+        return q.reshape(lead + (-1,)) / group.n_points
 
     def buffers(self) -> list:
         """One (n_pairs, P) complex buffer per group to keep the components in (reused:
@@ -356,12 +394,52 @@ class _Plan:
         spare, self._spare = getattr(self, "_spare", None), None
         if spare is not None:
             return spare
-        return [torch.empty((g.n_pairs, self.n_points), dtype=self.cdtype, device=self.device)
+        return [torch.empty((g.n_pairs, g.n_points), dtype=self.cdtype, device=self.device)
                 for g in self.groups]
 
     def release(self, buffers: list) -> None:
         """Hand buffers from :meth:`buffers` back for reuse (their content is dropped)."""
         self._spare = buffers
+
+
+def _odd_fft_size(n: int) -> int:
+    """Smallest odd ``3^a 5^b 7^c 11^d >= n``."""
+    n = max(1, n) | 1
+    while True:
+        m = n
+        for f in (3, 5, 7, 11):
+            while m % f == 0:
+                m //= f
+        if m == 1:
+            return n
+        n += 2
+
+
+def _coarse_grid(gc: float, lengths, shape: tuple, n_comp: int, n_feat: int):
+    """An odd coarse grid holding the squares of components band-limited to ``|G| <= gc``
+    (``4 K_i + 1`` points with ``K_i = floor(gc |a_i| / (2 pi))``), or None when it would not
+    save work: ``n_comp`` components (half as many complex FFTs) on the coarse grid plus one
+    interpolation (about half a complex FFT) per each of the ``n_feat`` features must cost
+    less than 0.8 of the components on ``shape``."""
+    grid = tuple(_odd_fft_size(4 * int(math.floor(gc * lengths[i] / (2 * np.pi))) + 1)
+                 for i in range(3))
+    if any(g >= n for g, n in zip(grid, shape)):
+        return None
+    ratio = math.prod(grid) / math.prod(shape)
+    cost = n_comp / 2 * ratio + n_feat * 0.5 * (1 + ratio)
+    return grid if cost < 0.8 * n_comp / 2 else None
+
+
+def _frequency_blocks(small: tuple, large: tuple):
+    """Index blocks ``(small_index, large_index)`` mapping the real-FFT half spectrum of an odd
+    grid ``small`` onto that of ``large`` (same frequencies: ``0 .. h`` and ``-h .. -1`` along
+    the first two axes, ``0 .. h`` along the last, ``h = (n - 1) / 2``)."""
+    axes = []
+    for n_s, n_l in zip(small[:2], large[:2]):
+        h = (n_s - 1) // 2
+        axes.append([(slice(0, h + 1), slice(0, h + 1)), (slice(h + 1, n_s), slice(n_l - h, n_l))])
+    last = slice(0, (small[2] + 1) // 2)
+    return [((a0, a1, last), (b0, b1, last)) for a0, b0 in axes[0] for a1, b1 in axes[1]]
 
 
 def _plan(feat, struct: Structure, shape: tuple) -> _Plan:
@@ -448,6 +526,10 @@ def _evaluate(plan: _Plan, numbers, frac: torch.Tensor, buffers=None, grad: bool
                     acc[key] = acc[key] + mu * mu
                 else:
                     acc[key].addcmul_(mu, mu)
+        if group.interp and acc:  # squared sums on the coarse grid -> output grid
+            keys = list(acc)
+            fine = plan.interpolate(group, torch.stack([acc[k] for k in keys]))
+            acc = dict(zip(keys, fine.unbind(0)))
         for key, q in acc.items():
             values[key] = _norm_of(plan, q)
     return values
@@ -520,6 +602,10 @@ def _features_and_jacobian(plan: _Plan, numbers, pos: torch.Tensor, shift):
                     continue
                 q[key] = q.get(key, 0.0) + mu[0] * mu[0]
                 dq[key] = dq.get(key, 0.0) + 2.0 * mu[0] * mu[1:]
+        if group.interp:  # q and its derivatives on the coarse grid -> output grid
+            for key in q:
+                fine = plan.interpolate(group, torch.cat([q[key][None], dq[key]]))
+                q[key], dq[key] = fine[0], fine[1:]
         for key in q:
             g = _norm_of(plan, q[key])
             values[key] = g
@@ -537,21 +623,33 @@ def _features_and_jacobian(plan: _Plan, numbers, pos: torch.Tensor, shift):
 
 class _CotangentScale:
     """``∂E/∂μ_c = 2 ∂E/∂q μ_c`` for the components of feature ``key``: returns the factor
-    ``2 ∂E/∂q`` (P,), the last one kept (a feature's components are consecutive)."""
+    ``2 ∂E/∂q`` (P,) on the group's grid (restricted from the output grid for a coarse group,
+    all features at once), else computed when asked, the last one kept (a feature's
+    components are consecutive)."""
 
-    def __init__(self, plan: _Plan, rows: torch.Tensor, col: dict, values: dict) -> None:
+    def __init__(self, plan: _Plan, group: _Group, rows: torch.Tensor, col: dict,
+                 values: dict) -> None:
         self.plan, self.rows, self.col, self.values = plan, rows, col, values
         self.key, self.factor = None, None
+        self.coarse = None
+        if group.interp:
+            keys = [key for key, _, _ in group.features if key != "rho"]
+            qbar = plan.restrict(group, torch.stack([self._qbar(k) for k in keys]))
+            self.coarse = dict(zip(keys, (2.0 * qbar).unbind(0)))
+
+    def _qbar(self, key) -> torch.Tensor:
+        gbar = self.rows[self.col[key]]
+        if self.plan.norm != "square":  # G = sqrt(q): ∂E/∂q = ḡ / (2 G), 0 where G = 0
+            g = self.values[key]
+            gbar = torch.where(g > 0, gbar / (2.0 * torch.where(g > 0, g, torch.ones_like(g))),
+                               torch.zeros_like(gbar))
+        return gbar
 
     def __call__(self, key) -> torch.Tensor:
+        if self.coarse is not None:
+            return self.coarse[key]
         if key != self.key:
-            gbar = self.rows[self.col[key]]
-            if self.plan.norm != "square":  # G = sqrt(q): ∂E/∂q = ḡ / (2 G), 0 where G = 0
-                g = self.values[key]
-                gbar = torch.where(g > 0, gbar / (2.0 * torch.where(g > 0, g,
-                                                                     torch.ones_like(g))),
-                                   torch.zeros_like(gbar))
-            self.key, self.factor = key, 2.0 * gbar
+            self.key, self.factor = key, 2.0 * self._qbar(key)
         return self.factor
 
 
@@ -615,7 +713,7 @@ class GridFeatureAdjoint:
         out = torch.zeros((self._frac.shape[0], 3), dtype=torch.float64, device=plan.device)
         with torch.no_grad():
             for group, z in zip(plan.groups, self._comps):
-                scale = _CotangentScale(plan, rows, col, self._values)
+                scale = _CotangentScale(plan, group, rows, col, self._values)
                 acc = torch.zeros(group.box, dtype=plan.cdtype, device=plan.device)
                 for p in range(group.n_pairs):
                     # h_c = ∂E/∂μ_c in place of the pair's components, then Σ_c K_c conj(Ĥ_c)

@@ -1,7 +1,8 @@
 """Forces of grid models from the FFT features' adjoint (vector-Jacobian product): equal to
 autograd through the FFT pipeline and to the analytic Jacobian, and −dE/dR by central finite
-differences (float64), for one and two elements, shifted, permuted and aliased (folded) grids;
-the 2l+1 invariant harmonics reproduce the Cartesian invariants."""
+differences (float64), for one and two elements, shifted, permuted, aliased (folded) grids and
+smooth sigmas on coarse grids; the 2l+1 invariant harmonics reproduce the Cartesian
+invariants."""
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def _structure(two_elements: bool):
 
 
 def _features(elements, norm="square", threshold=1e-13):
-    return cemt.feature_settings([-1, 0, 1, 2, 3], [0.5, 1.0, 1.5], NC_SR_GPSP, elements,
+    return cemt.feature_settings([-1, 0, 1, 2, 3], [0.5, 1.0, 2.0], NC_SR_GPSP, elements,
                                  overlap_threshold=threshold, norm=norm)
 
 
@@ -43,19 +44,45 @@ def test_invariant_basis_reproduces_weighted_cartesian_sum(l):
     np.testing.assert_allclose(coeffs.T @ sol, basis.T, atol=1e-10 * np.abs(basis).max())
 
 
+def _coarse_groups(feat, atoms, shape):
+    from cemt._gmp_fft import _plan
+
+    struct, _ = feat._structure(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc)
+    return [g.shape for g in _plan(feat, struct, shape).groups if g.interp]
+
+
+@pytest.mark.parametrize("norm", ["square", "sqrt"])
+def test_coarse_grid_features_equal_direct_sums(norm):
+    """Smooth sigmas are evaluated on a coarse grid and Fourier-interpolated: still the exact
+    lattice sums (float64), compared with the real-space direct sums at grid points."""
+    atoms = _structure(True)
+    feat = cemt.GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.0, 1.5, 2.0], NC_SR_GPSP, norm=norm,
+                              overlap_threshold=1e-13)
+    shape = (28, 29, 30)
+    assert len(_coarse_groups(feat, atoms, shape)) == 2
+    got = feat.features_grid(atoms, shape, shift=SHIFT).numpy()
+    rows = np.random.default_rng(1).choice(np.prod(shape), size=40, replace=False)
+    pts = cemt.grid_points(atoms.cell.array, shape, shift=SHIFT)[rows]
+    ref = feat.features(atoms, pts).numpy()
+    scale = np.abs(ref).max(0)
+    np.testing.assert_allclose(got[rows] / scale, ref / scale, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("norm", ["square", "sqrt"])
 @pytest.mark.parametrize("two_elements", [False, True])
-@pytest.mark.parametrize("shape", [(9, 10, 11), (16, 15, 14)])
+@pytest.mark.parametrize("shape", [(9, 10, 11), (16, 15, 14), (21, 22, 23)])
 def test_vjp_equals_autograd_and_jacobian(norm, two_elements, shape):
     atoms = _structure(two_elements)
-    feat = cemt.GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.0, 1.5], NC_SR_GPSP, norm=norm,
+    feat = cemt.GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.0, 2.0], NC_SR_GPSP, norm=norm,
                               overlap_threshold=1e-13)
     struct, pos = feat._structure(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc)
     adj = feat.features_grid_adjoint(atoms.positions, atoms.numbers, atoms.cell.array,
                                      atoms.pbc, shape, shift=SHIFT)
     p = pos.clone().requires_grad_(True)
     g = fft_grid_features(feat, struct, p, shape, SHIFT)
-    torch.testing.assert_close(adj.features, g.detach(), rtol=1e-13, atol=1e-15)
+    # the same sums, rounded in another order (sqrt magnifies that near its zeros)
+    torch.testing.assert_close(adj.features, g.detach(), rtol=0,
+                               atol=1e-11 * float(g.detach().abs().max()))
     cot = torch.randn(g.shape, generator=torch.Generator().manual_seed(3), dtype=g.dtype)
     (ref,) = torch.autograd.grad((g * cot).sum(), p)
     got = adj.vjp(cot)
@@ -69,17 +96,20 @@ def test_vjp_equals_autograd_and_jacobian(norm, two_elements, shape):
     np.testing.assert_allclose(got.numpy(), via_jac.numpy(), rtol=0, atol=1e-11 * scale)
 
 
-def test_folded_frequency_box_is_exercised():
-    """The coarse test grid aliases frequencies (fold > 1) on some axis, the fine one not."""
+def test_folded_and_coarse_grids_are_exercised():
+    """The small test grids alias frequencies (fold > 1) on some axis, the fine one not; the
+    finest evaluates smooth sigmas on coarse grids."""
     from cemt._gmp_fft import _plan
 
-    feat = cemt.GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.0, 1.5], NC_SR_GPSP,
+    feat = cemt.GMPFeaturizer([-1, 0, 1, 2, 3], [0.5, 1.0, 2.0], NC_SR_GPSP,
                               overlap_threshold=1e-13)
     atoms = _structure(False)
     struct, _ = feat._structure(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc)
     folds = [g.fold for g in _plan(feat, struct, (9, 10, 11)).groups]
     assert any(max(f) > 1 for f in folds)
     assert any(max(f) == 1 for f in [g.fold for g in _plan(feat, struct, (40, 40, 40)).groups])
+    assert not _coarse_groups(feat, atoms, (9, 10, 11))
+    assert _coarse_groups(feat, atoms, (21, 22, 23))
 
 
 def _grid_nodes(atoms, shape, permute=False):
@@ -96,8 +126,9 @@ def _grid_nodes(atoms, shape, permute=False):
 def test_grid_model_adjoint_forces_equal_autograd(two_elements, permute):
     atoms = _structure(two_elements)
     model = tiny_model("grid", _features(sorted(set(atoms.get_chemical_symbols()))))
-    pts, w = _grid_nodes(atoms, (12, 13, 14), permute)
+    pts, w = _grid_nodes(atoms, (24, 23, 22), permute)
     assert model._grid_of(atoms, pts) is not None  # the FFT (and adjoint) path applies
+    assert _coarse_groups(model.featurizer, atoms, (24, 23, 22))
     e_fast, f_fast = model.energy_forces(atoms, pts, w)
     e_auto, f_auto = model.energy_forces(atoms, pts, w, adjoint=False)
     assert e_fast == pytest.approx(e_auto, rel=1e-12)
@@ -109,7 +140,8 @@ def test_grid_model_adjoint_forces_equal_autograd(two_elements, permute):
 def test_grid_model_adjoint_forces_are_minus_energy_gradient(two_elements):
     atoms = _structure(two_elements)
     model = tiny_model("grid", _features(sorted(set(atoms.get_chemical_symbols()))))
-    pts, w = _grid_nodes(atoms, (11, 12, 13))
+    pts, w = _grid_nodes(atoms, (21, 22, 23))
+    assert _coarse_groups(model.featurizer, atoms, (21, 22, 23))
     _, forces = model.energy_forces(atoms, pts, w)
     h = 1e-4
     for i, c in [(0, 0), (1, 2), (2, 1), (3, 0)]:
