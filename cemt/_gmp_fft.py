@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import weakref
 from typing import NamedTuple
 
@@ -173,6 +174,7 @@ def _gcut_cached(prefactor: tuple, beta: tuple, alpha, l: int, tol: float) -> fl
 _PLANS_PER_FEATURIZER = 2
 _plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+
 class _Group:
     """One grid and frequency box (fold factors) and the feature columns evaluated on it.
 
@@ -289,14 +291,15 @@ class _Group:
 class _Plan:
     """The position-independent part of the FFT features of one cell, grid and composition:
     frequency boxes, pseudodensity transforms and probe kernels (cached per featurizer; the
-    kernels take ``n_components / 2`` complex grids, e.g. 96 MB in float32 for 151 components
-    on 54³ points)."""
+    kernels take ``n_components / 2`` complex grids of their group, e.g. 54 MB in float32 for
+    the 151 components of 31 features on 54³ points, most of them on the output grid)."""
 
     def __init__(self, feat, cell: np.ndarray, numbers: np.ndarray, shape: tuple) -> None:
         self.dtype, self.device = feat.dtype, feat.device
         self.cdtype = torch.complex128 if self.dtype == torch.float64 else torch.complex64
         self.shape = shape
         self.n_points = math.prod(shape)
+        self._spare, self._lock = None, threading.Lock()
         self.vol = abs(float(np.linalg.det(cell)))
         self.recip = 2 * np.pi * np.linalg.inv(cell).T  # rows b_i, a_i . b_j = 2 pi delta_ij
         self.inv_cell = torch.as_tensor(np.linalg.inv(cell), dtype=torch.float64,
@@ -391,7 +394,8 @@ class _Plan:
         """One (n_pairs, P) complex buffer per group to keep the components in (reused:
         handed back by :meth:`release` after use, so that repeated evaluations do not allocate
         and fault in ~100 MB of fresh memory every time)."""
-        spare, self._spare = getattr(self, "_spare", None), None
+        with self._lock:
+            spare, self._spare = self._spare, None
         if spare is not None:
             return spare
         return [torch.empty((g.n_pairs, g.n_points), dtype=self.cdtype, device=self.device)
@@ -399,7 +403,8 @@ class _Plan:
 
     def release(self, buffers: list) -> None:
         """Hand buffers from :meth:`buffers` back for reuse (their content is dropped)."""
-        self._spare = buffers
+        with self._lock:
+            self._spare = buffers
 
 
 def _odd_fft_size(n: int) -> int:

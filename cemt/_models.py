@@ -538,8 +538,8 @@ class GridModel(CemtModel):
         evaluation mesh) and ``adjoint`` is true, the forces come from the FFT features'
         exact vector-Jacobian product (:class:`~cemt.GridFeatureAdjoint`): one backward pass
         through the network gives ``ḡ = w ∂ε/∂G`` at every point, and
-        ``∂E/∂R = Σ_p ḡ_p · ∂G_p/∂R`` costs about one more FFT per feature component,
-        instead of autograd through the whole FFT pipeline. The weights do not depend on the
+        ``∂E/∂R = Σ_p ḡ_p · ∂G_p/∂R`` costs about as much as the features again, instead of
+        autograd through the whole FFT pipeline. The weights do not depend on the
         positions (the points are fixed in space). ``adjoint=False`` forces the autograd path
         (same result to rounding).
 
