@@ -603,7 +603,9 @@ class GridModel(CemtModel):
         with torch.enable_grad():
             for start in range(0, features.shape[0], POINT_CHUNK):
                 part = slice(start, start + POINT_CHUNK)
-                g = features[part].detach().requires_grad_(True)
+                # row-major chunks: the network rounds exactly as on the whole grid
+                # (predict_fields), whatever the layout of ``features``
+                g = features[part].detach().contiguous().requires_grad_(True)
                 eps, _ = self(g)
                 e = (weights[part].to(torch.float64) * eps.to(torch.float64)).sum()
                 (dg,) = torch.autograd.grad(e, g)
