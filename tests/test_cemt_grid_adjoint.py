@@ -164,3 +164,18 @@ def test_grid_model_adjoint_float32_close_to_float64():
     e32, f32 = m32.energy_forces(atoms, pts, w)
     assert e32 == pytest.approx(e64, rel=1e-5)
     np.testing.assert_allclose(f32, f64, rtol=0, atol=1e-4 * np.abs(f64).max())
+
+
+def test_grid_model_adjoint_forces_rotate_with_the_structure():
+    atoms = _structure(True)
+    model = tiny_model("grid", _features(["Al", "Si"]))
+    pts, w = _grid_nodes(atoms, (14, 15, 16))
+    e0, f0 = model.energy_forces(atoms, pts, w)
+    rot = atoms.copy()
+    R = np.linalg.qr(np.random.default_rng(5).normal(size=(3, 3)))[0]
+    rot.set_cell(atoms.cell.array @ R.T, scale_atoms=False)
+    rot.positions = atoms.positions @ R.T
+    assert model._grid_of(rot, pts @ R.T) is not None
+    e1, f1 = model.energy_forces(rot, pts @ R.T, w)
+    assert e1 == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(f1, f0 @ R.T, rtol=0, atol=1e-9 * np.abs(f0).max())
