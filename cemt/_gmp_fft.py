@@ -567,7 +567,9 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
     Returns
     -------
     features : torch.Tensor, shape (N1*N2*N3, n_features)
-        In the C order of :func:`grid_points`.
+        In the C order of :func:`grid_points`; a transposed view of a contiguous
+        (n_features, N1*N2*N3) tensor (built column by column; a network's first layer reads
+        it as fast as a row-major array).
     jac : torch.Tensor, shape (N1*N2*N3, n_features, 3 n_atoms)
         Only with ``jacobian=True``.
     """
@@ -576,7 +578,7 @@ def fft_grid_features(feat, struct: Structure, pos: torch.Tensor, shape, shift=N
         return _features_and_jacobian(plan, numbers, pos, shift)
     frac = _fractional(plan, pos, shift)
     values = _evaluate(plan, numbers, frac, grad=torch.is_grad_enabled() and frac.requires_grad)
-    return torch.stack(_columns(plan, values), dim=1)
+    return torch.stack(_columns(plan, values)).T
 
 
 def _features_and_jacobian(plan: _Plan, numbers, pos: torch.Tensor, shift):

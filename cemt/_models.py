@@ -569,7 +569,7 @@ class GridModel(CemtModel):
         adj = self.featurizer.features_grid_adjoint(pos, atoms.numbers, cell, pbc, match.shape,
                                                     shift=match.shift)
         index = torch.as_tensor(match.index)
-        identity = bool(np.array_equal(match.index, np.arange(len(match.index))))
+        identity = _is_identity(match.index)
         g = adj.features if identity else adj.features[index]
         energy, gbar = self._energy_and_gradient(g, w)
         if not identity:  # back to the grid's C order (index is a permutation)
@@ -603,9 +603,7 @@ class GridModel(CemtModel):
         with torch.enable_grad():
             for start in range(0, features.shape[0], POINT_CHUNK):
                 part = slice(start, start + POINT_CHUNK)
-                # row-major chunks: the network rounds exactly as on the whole grid
-                # (predict_fields), whatever the layout of ``features``
-                g = features[part].detach().contiguous().requires_grad_(True)
+                g = features[part].detach().requires_grad_(True)
                 eps, _ = self(g)
                 e = (weights[part].to(torch.float64) * eps.to(torch.float64)).sum()
                 (dg,) = torch.autograd.grad(e, g)
@@ -621,6 +619,8 @@ class GridModel(CemtModel):
             return super()._featurize(pos, atoms, pts)
         g = self.featurizer.features_grid_torch(pos, atoms.numbers, atoms.cell.array,
                                                 atoms.pbc, match.shape, shift=match.shift)
+        if _is_identity(match.index):
+            return g
         return g[torch.as_tensor(match.index, device=g.device)]
 
     def structure_tensors(self, atoms, points=None, weights=None, jacobian: bool = True) -> dict:
@@ -678,6 +678,11 @@ class BondModel(CemtModel):
         r = torch.sqrt((vec * vec).sum(-1))
         fc = 0.5 * (torch.cos(math.pi * r / rc) + 1.0)
         return pts, fc
+
+
+def _is_identity(index: np.ndarray) -> bool:
+    """Whether a :class:`~cemt.GridMatch` index keeps the grid's own order."""
+    return bool(np.array_equal(index, np.arange(len(index))))
 
 
 MODEL_KINDS = {"grid": GridModel, "atom": AtomModel, "bond": BondModel}
