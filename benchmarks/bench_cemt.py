@@ -4,17 +4,19 @@
    forces from the cached Jacobians, backward) for the grid model (fields + energies + forces,
    every mesh node of a 4-atom fcc Al cell) and the atom model (energies + forces).
 2. Energy + forces of a 32-atom fcc Al cell (2x2x2 conventional cells, rattled) with the grid
-   model through the ASE calculator (default evaluation spacing unless ``--spacing``), against
-   the fedft ground state of the same cell at the given presets (default: ``fast``, the preset
-   of the training labels; target: >= 100x faster), in the same run.
+   model through the ASE calculator (``get_potential_energy()`` then ``get_forces()``; default
+   evaluation spacing unless ``--spacing``), against the fedft ground state of the same cell at
+   the given presets (default: ``fast``, the preset of the training labels; target: >= 100x
+   faster), in the same run and process: both sides get the same threads (torch's and BLAS's
+   follow ``OMP_NUM_THREADS``, default all cores).
 
 The speed of a network does not depend on its trained weights, so ``--model`` is optional: by
 default an untrained grid model with the training defaults is built.
 
 Usage::
 
-    python benchmarks/bench_cemt.py [--model run/model.pt] [--presets fast accurate]
-        [--spacing 0.15] [--repeats 3] [--json OUT.json]
+    [OMP_NUM_THREADS=1] python benchmarks/bench_cemt.py [--model run/model.pt]
+        [--presets fast accurate] [--spacing 0.15] [--repeats 3] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0]}}
+    print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', '(unset)')} (the fedft solves run in this process)")
     for kind in ("grid", "atom"):
         r = training_throughput(_model(kind, args.model), args.presets[0], args.repeats)
         out[f"train_{kind}"] = r
@@ -132,8 +136,9 @@ def main(argv=None) -> int:
               f"{r['featurize_s']:.2f} s incl. Jacobian)")
     r = energy_forces_32(_model("grid", args.model), args.presets, args.repeats, args.spacing)
     out["energy_forces_32"] = r
-    print(f"32-atom Al, energy + forces: grid model {r['model_s']:.3f} s ({r['model_nodes']} "
-          f"nodes at {r['spacing']} Å; first call {r['model_first_call_s']:.2f} s)")
+    print(f"32-atom Al, energy + forces: grid model {r['model_s']:.3f} s, median of "
+          f"{args.repeats} ({r['model_nodes']} nodes at {r['spacing']} Å; first call "
+          f"{r['model_first_call_s']:.2f} s)")
     for preset, f in r["fedft"].items():
         print(f"  fedft ({preset}) {f['seconds']:.1f} s: grid model {f['speedup']:.0f}x faster "
               "(target >= 100x)")

@@ -5,7 +5,7 @@ from ._errors import (CemtError, ConfigError, DataError, DataMismatchError, Feat
                       GpspFormatError, MissingElementError, ModelFileError, PseudodensityError,
                       StructureError, UnknownElementError)
 from ._gmp import MAX_ORDER, GMPFeaturizer, atom_centred_points, bond_centred_points
-from ._gmp_fft import GridMatch, grid_points, match_grid
+from ._gmp_fft import GridFeatureAdjoint, GridMatch, grid_points, match_grid
 from ._scaler import FeatureScaler
 from ._models import (AtomModel, BondModel, CemtModel, GridModel, PointNetwork, build_model,
                       feature_settings)
@@ -38,6 +38,7 @@ __all__ = [
     "grid_points",
     "match_grid",
     "GridMatch",
+    "GridFeatureAdjoint",
     "ElementPseudodensity",
     "PseudodensitySet",
     "read_gpsp",

@@ -197,26 +197,27 @@ class CemtCalculator(Calculator):
 
     # ------------------------------------------------------------------ ASE interface
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        """Compute energy (eV) and, if asked, forces (eV/Å); see
+        """Compute energy (eV) and forces (eV/Å) together, whichever ``properties`` are asked
+        (so ``get_potential_energy()`` followed by ``get_forces()`` is one evaluation; a grid
+        model's forces cost about as much as its energy again, see
+        :meth:`~cemt.GridModel.energy_forces`); see
         :meth:`ase.calculators.calculator.Calculator.calculate`."""
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         self._check_structure(atoms)
-        want_forces = "forces" in properties
         if self.is_grid:
             # one evaluation per rigidly shifted copy of the nodes (each a uniform grid, so
             # the features come from the FFT path), averaged
             nodes, weights, offsets = self._mesh(atoms.cell.array)
-            runs = [self.model.energy_forces(atoms, nodes + off, weights, forces=want_forces)
+            runs = [self.model.energy_forces(atoms, nodes + off if off.any() else nodes, weights)
                     for off in offsets]
             energy = float(np.mean([e for e, _ in runs]))
-            forces = np.mean([f for _, f in runs], axis=0) if want_forces else None
+            forces = np.mean([f for _, f in runs], axis=0)
         else:
-            energy, forces = self.model.energy_forces(atoms, forces=want_forces)
+            energy, forces = self.model.energy_forces(atoms)
         self.results["energy"] = float(energy)
         self.results["free_energy"] = float(energy)
-        if want_forces:
-            self.results["forces"] = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
+        self.results["forces"] = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
 
     def predicted_fields(self, atoms=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The grid model's predicted fields at the (unshifted) evaluation mesh nodes.

@@ -49,7 +49,7 @@ from ._harmonics import maxwell_table
 from ._neighbors import (Structure, bond_pairs, check_points, check_structure,
                          lattice_images, make_block_plan)
 from ._gmp_direct import DirectEngine, DirectSums, _Chunk, _ElementChunk
-from ._gmp_fft import fft_grid_features
+from ._gmp_fft import GridFeatureAdjoint, fft_grid_features
 from ._pseudodensity import PseudodensitySet, read_gpsp
 
 __all__ = ["GMPFeaturizer", "atom_centred_points", "bond_centred_points", "MAX_ORDER"]
@@ -436,6 +436,27 @@ class GMPFeaturizer:
             shift = np.asarray(shift, dtype=np.float64)
         with torch.no_grad():
             return fft_grid_features(self, struct, pos.detach(), shape, shift, jacobian=True)
+
+    def features_grid_adjoint(self, positions, numbers, cell, pbc, shape,
+                              shift=None) -> GridFeatureAdjoint:
+        """Grid features by FFT with their exact vector-Jacobian product.
+
+        Parameters are as in :meth:`features_grid_torch`.
+
+        Returns
+        -------
+        GridFeatureAdjoint
+            ``.features`` (N1*N2*N3, n_features), no graph, and ``.vjp(grad)`` -> (n_atoms, 3)
+            float64: ``Σ grad · ∂G/∂R`` for a cotangent ``grad`` of the features (e.g.
+            ``∂E/∂G`` from one backward pass through a network), at about the cost of the
+            features again.
+        """
+        struct, pos = self._structure(positions, numbers, cell, pbc)
+        if shift is not None:
+            shift = np.asarray(shift, dtype=np.float64)
+            if shift.shape != (3,) or not np.all(np.isfinite(shift)):
+                raise StructureError(f"shift must be 3 finite numbers (Å), got {shift!r}")
+        return GridFeatureAdjoint(self, struct, pos.detach(), shape, shift)
 
     # ------------------------------------------------------------------ internals
     def _structure(self, positions, numbers, cell, pbc):

@@ -16,7 +16,7 @@ from math import factorial
 
 import numpy as np
 
-__all__ = ["multi_indices", "maxwell_table"]
+__all__ = ["multi_indices", "maxwell_table", "invariant_basis"]
 
 
 def multi_indices(l: int) -> list[tuple[int, int, int]]:
@@ -99,3 +99,38 @@ def maxwell_table(l: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for arr in (coeffs, weights, exps):
         arr.setflags(write=False)
     return exps, coeffs, weights
+
+
+@lru_cache(maxsize=None)
+def invariant_basis(l: int) -> np.ndarray:
+    """``2l + 1`` harmonic polynomials whose squares sum to the order-``l`` invariant.
+
+    The weighted sum ``Σ_n w_n T_n(x)·T_n(y)`` over the ``(l+1)(l+2)/2`` harmonics of
+    :func:`maxwell_table` is a symmetric form of rank ``2l + 1`` on the monomials (the
+    ``T_n`` span the ``2l + 1`` harmonic polynomials of degree ``l``). Its eigendecomposition
+    gives polynomials ``P_b`` with ``Σ_n w_n μ_n² = Σ_b ν_b²`` for the linear functionals
+    ``μ_n = Σ_e C_ne M_e`` and ``ν_b = Σ_e P_be M_e`` of any monomial moments ``M_e``, so an
+    invariant needs ``2l + 1`` instead of ``(l+1)(l+2)/2`` moments (e.g. 9 instead of 15 at
+    ``l = 4``). Each ``P_b`` is a linear combination of the ``T_n``, hence harmonic.
+
+    Parameters
+    ----------
+    l : int
+        Order, >= 0.
+
+    Returns
+    -------
+    ndarray of float64, shape (2l + 1, (l+1)(l+2)/2)
+        ``P_b = Σ_e basis[b, e] · monomial_e`` in the monomial order of :func:`maxwell_table`.
+    """
+    _, coeffs, weights = maxwell_table(l)
+    form = coeffs.T @ (weights[:, None] * coeffs)
+    d, v = np.linalg.eigh(form)
+    order = np.argsort(d)[::-1]
+    d, v = d[order], v[:, order]
+    rank = 2 * l + 1
+    if d[rank - 1] <= 1e-12 * d[0] or (d.size > rank and abs(d[rank]) > 1e-9 * d[0]):
+        raise AssertionError(f"the order-{l} invariant form does not have rank 2l+1")
+    basis = np.sqrt(d[:rank])[:, None] * v[:, :rank].T
+    basis.setflags(write=False)
+    return basis

@@ -13,7 +13,9 @@ points differently (Lei & Medford, CEMT; ``BACKGROUND.md`` §5):
   the energy stays continuous when a bond crosses the cutoff; the points move with both atoms.
 
 Forces ``F = −dE/dR`` follow by automatic differentiation through the featurizer with these
-kinematics (:meth:`CemtModel.energy_forces`). For training, :meth:`CemtModel.structure_tensors`
+kinematics (:meth:`CemtModel.energy_forces`); a grid model on a uniform periodic grid instead
+contracts ``w ∂ε/∂G`` (one backward pass through the network) with the FFT features' exact
+adjoint (:meth:`GridModel.energy_forces`). For training, :meth:`CemtModel.structure_tensors`
 computes once per structure the features ``G`` (P, F) and their Jacobian ``∂G/∂R``
 (P, F, n_atoms, 3) by forward-mode differentiation, after which energies and forces of any
 network need only the network itself (:meth:`CemtModel.energy_forces_from_tensors`):
@@ -46,6 +48,9 @@ __all__ = ["PointNetwork", "CemtModel", "GridModel", "AtomModel", "BondModel", "
 logger = logging.getLogger(__name__)
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh}
+
+#: Points per network pass when a grid model evaluates energy and forces on a grid.
+POINT_CHUNK = 8192
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -525,6 +530,87 @@ class GridModel(CemtModel):
             self._grid_cache = cached
         return cached[1]
 
+    def energy_forces(self, atoms, points=None, weights=None, forces: bool = True,
+                      adjoint: bool = True):
+        """Energy and forces of one structure, see :meth:`CemtModel.energy_forces`.
+
+        When the points are a complete uniform grid of a periodic cell (the calculator's
+        evaluation mesh) and ``adjoint`` is true, the forces come from the FFT features'
+        exact vector-Jacobian product (:class:`~cemt.GridFeatureAdjoint`): one backward pass
+        through the network gives ``ḡ = w ∂ε/∂G`` at every point, and
+        ``∂E/∂R = Σ_p ḡ_p · ∂G_p/∂R`` costs about as much as the features again, instead of
+        autograd through the whole FFT pipeline. The weights do not depend on the
+        positions (the points are fixed in space). ``adjoint=False`` forces the autograd path
+        (same result to rounding).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        points : array_like, shape (P, 3)
+            Reference points, Å.
+        weights : array_like, shape (P,)
+            Quadrature weights, Å³.
+        forces : bool, default True
+        adjoint : bool, default True
+
+        Returns
+        -------
+        energy : float
+            eV.
+        forces : numpy.ndarray, shape (n_atoms, 3), or None
+            eV/Å.
+        """
+        pts = None if points is None else np.asarray(points, dtype=np.float64)
+        match = None if (pts is None or not (forces and adjoint)) else self._grid_of(atoms, pts)
+        if match is None:
+            return super().energy_forces(atoms, points, weights, forces=forces)
+        pos, cell, pbc = self._prepare(atoms)
+        _, w = self.points_and_weights(pos, atoms, pts, weights)
+        adj = self.featurizer.features_grid_adjoint(pos, atoms.numbers, cell, pbc, match.shape,
+                                                    shift=match.shift)
+        index = torch.as_tensor(match.index)
+        identity = _is_identity(match.index)
+        g = adj.features if identity else adj.features[index]
+        energy, gbar = self._energy_and_gradient(g, w)
+        if not identity:  # back to the grid's C order (index is a permutation)
+            gbar = torch.zeros_like(gbar).index_copy_(0, index, gbar)
+        f = -adj.vjp(gbar).numpy()
+        return energy + self._reference_energy(atoms), f
+
+    def _energy_and_gradient(self, features: torch.Tensor, weights: torch.Tensor):
+        """``E = Σ_p w_p ε(G_p)`` and ``∂E/∂G`` by forward and backward passes of the network
+        over chunks of :data:`POINT_CHUNK` points (small arrays that stay in cache; the whole
+        grid at once is about twice slower).
+
+        Parameters
+        ----------
+        features : torch.Tensor, shape (P, n_features)
+        weights : torch.Tensor, shape (P,)
+            Å³.
+
+        Returns
+        -------
+        energy : float
+            eV (float64 accumulation).
+        grad : torch.Tensor, shape (P, n_features)
+            ``∂E/∂G``, eV per feature unit, the features' dtype; the transpose of a
+            contiguous (n_features, P) tensor (the layout :meth:`~cemt.GridFeatureAdjoint.vjp`
+            reads fastest).
+        """
+        grad_t = torch.empty((features.shape[1], features.shape[0]), dtype=features.dtype,
+                             device=features.device)
+        energy = 0.0
+        with torch.enable_grad():
+            for start in range(0, features.shape[0], POINT_CHUNK):
+                part = slice(start, start + POINT_CHUNK)
+                g = features[part].detach().requires_grad_(True)
+                eps, _ = self(g)
+                e = (weights[part].to(torch.float64) * eps.to(torch.float64)).sum()
+                (dg,) = torch.autograd.grad(e, g)
+                grad_t[:, part] = dg.T
+                energy += float(e.detach())
+        return energy, grad_t.T
+
     def _featurize(self, pos, atoms, pts):
         """Mesh nodes of a periodic cell form a uniform grid: use the FFT path there (exact
         lattice sums, far faster than the direct sum); other points use the direct sum."""
@@ -533,6 +619,8 @@ class GridModel(CemtModel):
             return super()._featurize(pos, atoms, pts)
         g = self.featurizer.features_grid_torch(pos, atoms.numbers, atoms.cell.array,
                                                 atoms.pbc, match.shape, shift=match.shift)
+        if _is_identity(match.index):
+            return g
         return g[torch.as_tensor(match.index, device=g.device)]
 
     def structure_tensors(self, atoms, points=None, weights=None, jacobian: bool = True) -> dict:
@@ -590,6 +678,11 @@ class BondModel(CemtModel):
         r = torch.sqrt((vec * vec).sum(-1))
         fc = 0.5 * (torch.cos(math.pi * r / rc) + 1.0)
         return pts, fc
+
+
+def _is_identity(index: np.ndarray) -> bool:
+    """Whether a :class:`~cemt.GridMatch` index keeps the grid's own order."""
+    return bool(np.array_equal(index, np.arange(len(index))))
 
 
 MODEL_KINDS = {"grid": GridModel, "atom": AtomModel, "bond": BondModel}
