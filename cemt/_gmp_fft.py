@@ -201,7 +201,7 @@ class _Group:
         P_b(G) / (2 alpha)^l`` for a harmonic; zero for the missing partner of an odd count).
     """
 
-    def __init__(self, plan: "_Plan", shape: tuple, fold: tuple, members: list) -> None:
+    def __init__(self, plan: _Plan, shape: tuple, fold: tuple, members: list) -> None:
         dtype, device = plan.dtype, plan.device
         self.shape = shape
         self.n_points = math.prod(shape)
@@ -426,7 +426,7 @@ def _coarse_grid(gc: float, lengths, shape: tuple, n_comp: int, n_feat: int):
     save work: ``n_comp`` components (half as many complex FFTs) on the coarse grid plus one
     interpolation (about half a complex FFT) per each of the ``n_feat`` features must cost
     less than 0.8 of the components on ``shape``."""
-    grid = tuple(_odd_fft_size(4 * int(math.floor(gc * lengths[i] / (2 * np.pi))) + 1)
+    grid = tuple(_odd_fft_size(4 * math.floor(gc * lengths[i] / (2 * np.pi)) + 1)
                  for i in range(3))
     if any(g >= n for g, n in zip(grid, shape)):
         return None
@@ -613,8 +613,8 @@ def _features_and_jacobian(plan: _Plan, numbers, pos: torch.Tensor, shift):
             for key in q:
                 fine = plan.interpolate(group, torch.cat([q[key][None], dq[key]]))
                 q[key], dq[key] = fine[0], fine[1:]
-        for key in q:
-            g = _norm_of(plan, q[key])
+        for key, qk in q.items():
+            g = _norm_of(plan, qk)
             values[key] = g
             if plan.norm == "square":
                 derivs[key] = dq[key]

@@ -31,7 +31,7 @@ def _features(elements, norm="square", threshold=1e-13):
                                  overlap_threshold=threshold, norm=norm)
 
 
-@pytest.mark.parametrize("l", range(0, 7))
+@pytest.mark.parametrize("l", range(7))
 def test_invariant_basis_reproduces_weighted_cartesian_sum(l):
     exps, coeffs, weights = maxwell_table(l)
     basis = invariant_basis(l)
