@@ -1,0 +1,300 @@
+"""Accuracy of fedft on isolated and charged clusters (not a test).
+
+Measures, one calculation after the other (TF + 1·vW, LDA-PZ):
+
+``domain``
+    Energy per atom of the Al13 icosahedron (``ase.cluster.Icosahedron("Al", 2)``, erf Al
+    Z = 3, rc = 1 bohr) as the vacuum around it grows, at one preset; the change between
+    successive vacua and the vacuum from which every later change stays below the target.
+``grading``
+    Graded against uniform open-box meshes (``grading="none"``) of the same box (same vacuum):
+    errors of both families against a finer graded reference, DOFs of the graded mesh at the
+    preset and of the uniform mesh of the same error (log-log interpolation of error vs DOFs
+    between the measured uniform meshes), their ratio, and errors at equal h_min.
+``charged``
+    Al13 and Na9 (the centre and 8 corners of a bcc cube, a = 4.23 Å, erf Na Z = 1,
+    rc = 1.65 bohr) at net charge Q = -1, 0, +1: E(Q), μ(Q), IE = E(+1) − E(0),
+    EA = E(0) − E(−1), and the finite-difference checks of μ = ∂E/∂N (central difference
+    (E(−1) − E(+1))/2 against μ(0); IE against −½(μ(0) + μ(+1)) and EA against
+    −½(μ(−1) + μ(0)), trapezoid rule).
+
+Each finished calculation is stored in ``--cache`` (JSON, keyed by its inputs) so an
+interrupted run resumes; ``--fresh`` ignores the cache. Wall times are per calculation with
+the 1-min load average at its end (2-core machine shared with other jobs: times inflated).
+
+Usage::
+
+    python benchmarks/bench_isolated.py domain [--preset accurate] [--vacua 8 10 12 14 16 20 24]
+    python benchmarks/bench_isolated.py grading [--vacuum 6] [--uniform 1.0 0.9 0.8 0.7 0.6]
+    python benchmarks/bench_isolated.py charged [--preset accurate] [--vacuum 16]
+    python benchmarks/bench_isolated.py all
+
+Measured on this project's 2-core machine (2026-11-22, load 4-6 from other jobs), ``domain``
+at the accurate preset, on the open-boundary form of commit 2f26e28 (before the symmetric
+Hartree form; not rerun on the final one):
+
+    vacuum (bohr)      8          10         12         14         16         20         24
+    E (Ha/atom)   -2.53029999 -2.52920453 -2.52899507 -2.52894459 -2.52892733 -2.52891732 -2.52891501
+    DOFs             166375     205379     226981     250047     300763     357911     456533
+
+successive changes 1.1e-3, 2.1e-4, 5.0e-5, 1.7e-5, 1.0e-5, 2.3e-6 Ha/atom: within 1e-5 Ha/atom
+of the 24-bohr energy from 20 bohr on (the accurate preset's vacuum). ``grading`` and
+``charged`` were not run to the end in that session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # fedft sets this only around the solve
+
+import numpy as np
+from ase import Atoms
+from ase.cluster import Icosahedron
+
+import fedft
+from fedft._units import BOHR, HARTREE
+
+AL = f"erf:3:{BOHR!r}"  # Z = 3, rc = 1 bohr
+NA_RC_BOHR = 1.65
+NA = f"erf:1:{NA_RC_BOHR * BOHR!r}"  # Z = 1, rc = 1.65 bohr
+PSEUDOS = {"Al": AL, "Na": NA}
+LAMBDA = 1.0
+
+
+def al13() -> Atoms:
+    """Al13 icosahedron as ase builds it (nearest Al–Al distance 2.864 Å), no cell."""
+    atoms = Icosahedron("Al", 2)
+    atoms.pbc = False
+    atoms.cell = np.zeros((3, 3))
+    return atoms
+
+
+def na9(a: float = 4.23) -> Atoms:
+    """Centre and the 8 corners of a bcc Na cube (a in Å), no cell."""
+    corners = [[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    pos = np.vstack([[0.0, 0.0, 0.0], 0.5 * a * np.asarray(corners, dtype=float)])
+    return Atoms("Na9", positions=pos, pbc=False)
+
+
+STRUCTURES = {"Al13": al13, "Na9": na9}
+
+
+class Runner:
+    """Runs fedft.compute one calculation at a time, caching the numbers by their inputs."""
+
+    def __init__(self, cache: Path | None, fresh: bool = False, log=print):
+        self.path = cache
+        self.log = log
+        self.data = {}
+        if cache is not None and cache.exists() and not fresh:
+            self.data = json.loads(cache.read_text())
+        self.guesses = {}
+
+    def __call__(self, name: str, preset: str, charge: float = 0.0, guess_from=None,
+                 keep: bool = False, **overrides) -> dict:
+        """Numbers of one calculation; ``keep`` holds its result (if computed now, not cached)
+        as the initial guess of later calls naming it in ``guess_from`` (results are large:
+        only those asked for are kept)."""
+        key = json.dumps([name, preset, charge, sorted(overrides.items())])
+        if key in self.data:
+            return self.data[key]
+        atoms = STRUCTURES[name]()
+        guess = self.guesses.get(guess_from) if guess_from else None
+        t0 = time.perf_counter()
+        r = fedft.compute(atoms, PSEUDOS, LAMBDA, preset=preset, charge=charge,
+                          initial_guess=guess, **overrides)
+        seconds = time.perf_counter() - t0
+        rec = {"structure": name, "preset": preset, "charge": charge, "overrides": overrides,
+               "n_atoms": len(atoms), "energy_ha": r.energy / HARTREE,
+               "energy_ha_atom": r.energy / HARTREE / len(atoms),
+               "mu_ev": float(r.chemical_potential), "n_dofs": int(r.mesh.n_dofs),
+               "h_min": float(r.mesh.min_element_size),  # the mesh is in bohr
+               "h_max": float(r.mesh.element_size),
+               "iterations": len(r.history) - 1, "seconds": seconds,
+               "load": os.getloadavg()[0],
+               "timings": {k: round(v, 2) for k, v in r.timings.items()}}
+        if keep:
+            self.guesses[key] = r
+        self.data[key] = rec
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.data, indent=1))
+        self.log(f"  {name} Q={charge:+g} {preset} {overrides}: E = "
+                 f"{rec['energy_ha_atom']:.8f} Ha/atom, μ = {rec['mu_ev']:.4f} eV, "
+                 f"{rec['n_dofs']} DOFs, {rec['iterations']} it, {seconds:.0f} s "
+                 f"(load {rec['load']:.1f})")
+        return rec
+
+    def key_of(self, name, preset, charge=0.0, **overrides):
+        return json.dumps([name, preset, charge, sorted(overrides.items())])
+
+
+# ----------------------------------------------------------------------------- domain size
+def domain(run: Runner, preset: str, vacua, target: float) -> dict:
+    """E/atom of Al13 vs vacuum; the vacuum from which successive changes stay < target."""
+    rows = [run("Al13", preset, vacuum=float(v)) for v in vacua]
+    e = np.array([r["energy_ha_atom"] for r in rows])
+    de = np.concatenate([[np.nan], np.diff(e)])
+    print(f"\nDomain size: Al13, preset {preset}, E/atom (Ha) vs vacuum (bohr); "
+          f"last = {vacua[-1]:g} bohr")
+    print(" vacuum   box(bohr)  DOFs      E/atom (Ha)     ΔE prev      E − E(last)   "
+          "wall s (load)")
+    for v, r, d in zip(vacua, rows, de):
+        box = v * 2 + np.ptp(al13().positions / BOHR, axis=0).max()
+        print(f" {v:6.1f} {box:10.2f} {r['n_dofs']:8d} {r['energy_ha_atom']:15.8f} "
+              f"{d:+12.2e} {r['energy_ha_atom'] - e[-1]:+12.2e}   {r['seconds']:6.0f} "
+              f"({r['load']:.1f})")
+    converged = None
+    for i in range(1, len(e)):
+        if np.all(np.abs(de[i:]) < target):
+            converged = vacua[i - 1]
+            break
+    print(f" successive changes stay below {target:g} Ha/atom from vacuum "
+          f"{converged if converged is not None else 'n/a'} bohr on")
+    return {"preset": preset, "vacua": list(vacua), "rows": rows, "converged_from": converged}
+
+
+# ----------------------------------------------------------------------------- graded vs uniform
+def _interp_dofs(err_target: float, dofs, errs):
+    """DOFs where |error| falls to err_target, by log-log interpolation between the two
+    uniform meshes that bracket it (extrapolated from the finest two if none does)."""
+    order = np.argsort(dofs)
+    d, e = np.asarray(dofs, float)[order], np.abs(np.asarray(errs, float))[order]
+    for i in range(len(d) - 1):
+        if e[i] >= err_target >= e[i + 1]:
+            t = math.log(e[i] / err_target) / math.log(e[i] / e[i + 1])
+            return float(math.exp(math.log(d[i]) + t * math.log(d[i + 1] / d[i]))), False
+    slope = math.log(e[-1] / e[-2]) / math.log(d[-1] / d[-2])
+    return float(d[-1] * (err_target / e[-1]) ** (1.0 / slope)), True
+
+
+def grading(run: Runner, preset: str, vacuum: float, uniform, graded_hmin, ref: dict,
+            check: dict) -> dict:
+    """Graded vs uniform meshes in the same open box (Al13, vacuum fixed)."""
+    v = dict(vacuum=float(vacuum))
+    reference = run("Al13", "tight", **v, **ref)
+    ref_check = run("Al13", "tight", **v, **check)
+    e_ref = reference["energy_ha_atom"]
+    at_preset = run("Al13", preset, **v)
+    graded = [run("Al13", preset, **v, spacing=float(h)) for h in graded_hmin]
+    uni = [run("Al13", preset, **v, grading="none", spacing=float(h)) for h in uniform]
+    print(f"\nGraded vs uniform: Al13, vacuum {vacuum:g} bohr (same box), reference: graded "
+          f"{ref} ({reference['n_dofs']} DOFs) E = {e_ref:.8f} Ha/atom; check {check}: "
+          f"{ref_check['energy_ha_atom'] - e_ref:+.2e}")
+    print(" mesh       h_min(bohr)  DOFs      E/atom (Ha)     error (Ha/atom)  wall s (load)")
+
+    def row(label, r):
+        print(f" {label:10s} {r['h_min']:8.3f} {r['n_dofs']:9d} {r['energy_ha_atom']:15.8f} "
+              f"{r['energy_ha_atom'] - e_ref:+14.2e}   {r['seconds']:6.0f} ({r['load']:.1f})")
+
+    for r in sorted(graded + [at_preset], key=lambda r: -r["h_min"]):
+        row("graded" + ("*" if r is at_preset else ""), r)
+    for r in uni:
+        row("uniform", r)
+    err = abs(at_preset["energy_ha_atom"] - e_ref)
+    dofs_u, extrap = _interp_dofs(err, [r["n_dofs"] for r in uni],
+                                  [r["energy_ha_atom"] - e_ref for r in uni])
+    h_u = [r["h_min"] for r in uni]
+    print(f" graded* ({preset}): |error| {err:.2e} Ha/atom with {at_preset['n_dofs']} DOFs; "
+          f"uniform of the same error: {dofs_u:.3g} DOFs"
+          f"{' (extrapolated)' if extrap else ''}; ratio {dofs_u / at_preset['n_dofs']:.1f}")
+    nominal = lambda r: r["overrides"].get("spacing", fedft.PRESETS[preset].spacing)
+    same_h = [(g, u) for g in graded + [at_preset] for u in uni if nominal(g) == nominal(u)]
+    for g, u in same_h:
+        print(f" equal nominal h_min {nominal(g):g} bohr: graded error "
+              f"{g['energy_ha_atom'] - e_ref:+.2e} ({g['n_dofs']} DOFs), uniform "
+              f"{u['energy_ha_atom'] - e_ref:+.2e} ({u['n_dofs']} DOFs)")
+    return {"reference": reference, "check": ref_check, "graded": graded,
+            "at_preset": at_preset, "uniform": uni, "uniform_dofs_same_error": dofs_u,
+            "extrapolated": extrap, "ratio": dofs_u / at_preset["n_dofs"], "uniform_h": h_u}
+
+
+# ----------------------------------------------------------------------------- charged clusters
+def charged(run: Runner, preset: str, vacuum: float, tol_ev: float) -> dict:
+    """E(Q), μ(Q), IE, EA and the finite-difference checks of μ for Al13 and Na9."""
+    out = {}
+    print(f"\nCharged clusters ({preset}, vacuum {vacuum:g} bohr): E in eV, μ in eV")
+    for name in ("Al13", "Na9"):
+        neutral_key = run.key_of(name, preset, 0.0, vacuum=float(vacuum))
+        rows = {0: run(name, preset, 0.0, keep=True, vacuum=float(vacuum))}
+        for q in (-1.0, 1.0):
+            rows[q] = run(name, preset, q, guess_from=neutral_key, vacuum=float(vacuum))
+        e = {q: rows[q]["energy_ha"] * HARTREE for q in rows}
+        mu = {q: rows[q]["mu_ev"] for q in rows}
+        ie, ea = e[1.0] - e[0], e[0] - e[-1.0]
+        central = (e[-1.0] - e[1.0]) / 2
+        ie_mu, ea_mu = -0.5 * (mu[0] + mu[1.0]), -0.5 * (mu[-1.0] + mu[0])
+        print(f" {name}:")
+        print("   Q      E (eV)            μ (eV)     DOFs     it  wall s (load)")
+        for q in (-1.0, 0, 1.0):
+            r = rows[q]
+            print(f"  {q:+3.0f} {e[q]:17.6f} {mu[q]:10.4f} {r['n_dofs']:8d} {r['iterations']:5d}"
+                  f"  {r['seconds']:6.0f} ({r['load']:.1f})")
+        checks = [("(E(-1) - E(+1))/2 vs μ(0)", central, mu[0]),
+                  ("IE = E(+1) - E(0) vs -(μ(0)+μ(+1))/2", ie, ie_mu),
+                  ("EA = E(0) - E(-1) vs -(μ(-1)+μ(0))/2", ea, ea_mu)]
+        for label, fd, ref in checks:
+            ok = "ok" if abs(fd - ref) < tol_ev else "FAILS"
+            print(f"   {label:38s} {fd:9.4f} {ref:9.4f}  diff {fd - ref:+.4f} eV  {ok}")
+        bound = "bound (μ < 0)" if mu[-1.0] < 0 else "NOT bound (μ ≥ 0)"
+        print(f"   anion: μ(−1) = {mu[-1.0]:.4f} eV: {bound}")
+        run.guesses.clear()
+        out[name] = {"rows": {str(q): rows[q] for q in rows}, "IE_ev": ie, "EA_ev": ea,
+                     "central_ev": central, "IE_mu_ev": ie_mu, "EA_mu_ev": ea_mu,
+                     "anion_bound": mu[-1.0] < 0}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:22]))
+    p.add_argument("part", choices=["domain", "grading", "charged", "all"])
+    p.add_argument("--preset", default="accurate", help="preset measured (default accurate)")
+    p.add_argument("--vacua", type=float, nargs="+", default=[8, 10, 12, 14, 16, 20, 24],
+                   help="domain: vacua (bohr)")
+    p.add_argument("--target", type=float, default=1e-5, help="domain: Ha/atom")
+    p.add_argument("--vacuum", type=float, default=None,
+                   help="grading: vacuum of the common box (default 6 bohr); charged: vacuum "
+                        "(default: the preset's)")
+    p.add_argument("--uniform", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6],
+                   help="grading: uniform spacings (bohr)")
+    p.add_argument("--graded", type=float, nargs="+", default=[0.8, 0.7, 0.6],
+                   help="grading: further graded h_min (bohr) besides the preset's")
+    p.add_argument("--ref-spacing", type=float, default=0.25,
+                   help="grading: h_min of the graded reference (bohr)")
+    p.add_argument("--ref-hmax", type=float, default=1.5,
+                   help="grading: h_max of the graded reference (bohr)")
+    p.add_argument("--check-spacing", type=float, default=0.3,
+                   help="grading: h_min of a second graded mesh that checks the reference")
+    p.add_argument("--tol-ev", type=float, default=0.05, help="charged: FD tolerance (eV)")
+    p.add_argument("--cache", default="bench_isolated.json",
+                   help="JSON file of finished calculations (resumes)")
+    p.add_argument("--fresh", action="store_true", help="ignore the cache")
+    p.add_argument("--json", help="write the tables' numbers here")
+    args = p.parse_args(argv)
+    run = Runner(Path(args.cache) if args.cache else None, args.fresh)
+    out = {}
+    if args.part in ("domain", "all"):
+        out["domain"] = domain(run, args.preset, args.vacua, args.target)
+    if args.part in ("grading", "all"):
+        ref = dict(spacing=args.ref_spacing, h_max=args.ref_hmax)
+        check = dict(spacing=args.check_spacing, h_max=args.ref_hmax)
+        out["grading"] = grading(run, args.preset, args.vacuum or 6.0, args.uniform,
+                                 args.graded, ref, check)
+    if args.part in ("charged", "all"):
+        vacuum = args.vacuum or fedft.PRESETS[args.preset].vacuum
+        out["charged"] = charged(run, args.preset, vacuum, args.tol_ev)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
