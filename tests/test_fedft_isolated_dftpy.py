@@ -9,17 +9,29 @@ converged to 2e-8 Ha/atom against 600 eV):
 
 * DFTpy box 28 → 32 bohr: E/atom changes 4.3e-6 Ha, forces 6.7e-6 Ha/bohr (a rattled copy:
   32 → 36 → 40 bohr changes < 4e-7 Ha/atom).
-* fedft, accurate preset (71k DOFs): E − E_DFTpy = +9.9e-4 Ha/atom, max |ΔF| = 2.7e-4
-  Ha/bohr; with grading_rate 0.15 (169k DOFs at vacuum 16 bohr, 237k at the preset's 20):
-  +3.5e-4 Ha/atom, 7.3e-5 Ha/bohr (both vacua). The energy
-  difference is fedft's discretisation error of the graded mesh (grading_rate 0.3 leaves
-  ~0.8 bohr elements in the bond and surface regions) and falls as the mesh is refined
-  (measured on a rattled Al4 before the last change of the open-boundary form: +7.2e-4
-  accurate, +1.4e-4 grading_rate 0.1, +2.1e-5 spacing 0.35 with grading_rate 0.1, 659k
-  DOFs). The issue's 2e-4 Ha/atom is out of reach of a test of this size; this test pins the
-  measured energy difference at grading_rate 0.15 (positive, as for a variational
-  discretisation) with a 20 % margin and keeps the issue's 2e-4 Ha/bohr for the forces.
-  Wall time ~130 s with the machine loaded ~5 on 2 cores.
+* fedft − DFTpy (E per atom, max |ΔF|), measured on the final open-boundary form:
+
+  ========================================  =======  ============  ===========
+  fedft settings (accurate preset + ...)     DOFs     ΔE (Ha/atom)  ΔF (Ha/bohr)
+  ========================================  =======  ============  ===========
+  (preset: spacing 0.45, grading_rate 0.3)   101,695  +9.9e-4       2.7e-4
+  grading_rate 0.15                          237,177  +3.5e-4       7.3e-5
+  grading_rate 0.1                           426,213  +2.4e-4       4.1e-5
+  spacing 0.35, grading_rate 0.2             214,775  +2.8e-4       7.4e-5
+  spacing 0.35, grading_rate 0.15            321,489  +1.8e-4       4.2e-5
+  compensation_width 3 bohr (default 2)      101,695  +7.1e-4       2.8e-4
+  compensation_width 4 bohr                  101,695  +6.5e-4       3.1e-4
+  grading_rate 0.15, compensation_width 4    237,177  +2.2e-4       7.2e-5
+  ========================================  =======  ============  ===========
+
+  The difference is fedft's discretisation error of the graded mesh: positive (the density
+  is variational), falling with both the size at the nuclei and the growth rate (the
+  accurate preset leaves ~0.8-1.2 bohr elements in the bond and surface regions), not the
+  quadrature (intorder 7 moves it by 2e-6) or the vacuum. Part of it (~30 %) is the mesh's
+  potential of the ions' 2-bohr compensation Gaussians on those coarse elements: wider
+  Gaussians lower it at no cost in DOFs. This test runs the cheapest
+  measured setting that meets the issue's targets (2e-4 Ha/atom, 2e-4 Ha/bohr): spacing
+  0.35 bohr, grading_rate 0.15 (~130 s on 2 cores at load 2).
 """
 
 import numpy as np
@@ -32,12 +44,11 @@ import fedft
 from fedft import FORCE, HARTREE
 
 DFTPY_ECUT = 400.0  # eV
-#: fedft (accurate preset, grading_rate 0.15) − DFTpy for the dimer below, measured
-#: +3.5e-4 Ha/atom and 7.3e-5 Ha/bohr (module docstring). The energy bound has a 20 %
-#: margin; the forces meet the issue's 2e-4 Ha/bohr.
-ENERGY_TOL = 4.2e-4
+#: fedft settings of the comparison (module docstring: +1.8e-4 Ha/atom, 4.2e-5 Ha/bohr)
+FINE = {"spacing": 0.35, "grading_rate": 0.15}
+#: the issue's targets
+ENERGY_TOL = 2e-4
 FORCE_TOL = 2e-4
-
 
 def _dimer():
     """Al2 at 2.7 Å, slightly off-axis so that the forces have three components (Å)."""
@@ -71,10 +82,19 @@ def test_isolated_dimer_matches_dftpy_in_a_box(dftpy_dimer):
     ref = dftpy_dimer[-1]
     atoms = _dimer()
     atoms.pbc = False  # no cell: fedft builds the open domain (the preset's vacuum, 20 bohr)
-    r = fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="accurate", grading_rate=0.15)
+    r = fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="accurate", **FINE)
     d_e = r.energy / HARTREE / len(atoms) - ref["energy_per_atom"]
     d_f = np.abs(r.forces / FORCE - ref["forces"]).max()
-    print(f"fedft accurate ({r.mesh.n_dofs} DOFs) - DFTpy: dE/atom {d_e:+.2e} Ha, "
+    print(f"fedft {FINE} ({r.mesh.n_dofs} DOFs) - DFTpy: dE/atom {d_e:+.2e} Ha, "
           f"max |dF| {d_f:.2e} Ha/bohr (max |F| {np.abs(ref['forces']).max():.3f})")
     assert 0.0 < d_e < ENERGY_TOL
     assert d_f < FORCE_TOL
+
+
+def test_tight_preset_is_at_least_as_fine_as_the_setting_checked_here():
+    """The tight preset's promise for isolated clusters (2e-4 Ha/atom of DFTpy) rests on
+    being at least as fine everywhere as ``FINE`` (measured at the tight preset itself: Al2
+    +1.2e-4 Ha/atom, 3.1e-5 Ha/bohr)."""
+    tight, accurate = fedft.PRESETS["tight"], fedft.PRESETS["accurate"]
+    assert tight.spacing <= FINE["spacing"] and tight.grading_rate <= FINE["grading_rate"]
+    assert tight.vacuum >= accurate.vacuum and tight.tol_energy <= accurate.tol_energy
