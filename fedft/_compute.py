@@ -13,6 +13,7 @@ from ._errors import SettingsError
 from ._groundstate import build_mesh, is_graded, prepare_system, solve_ground_state
 from ._result import Result, build_result
 from ._settings import Settings, resolve_settings
+from ._threads import one_blas_thread
 from ._units import BOHR
 
 log = logging.getLogger(__name__)
@@ -103,17 +104,20 @@ def compute(atoms: Atoms, pseudopotentials: dict, kinetic_lambda: float,
     lam = check_lambda(kinetic_lambda)
     settings = resolve_settings(preset, **overrides)
     system = prepare_system(atoms, pseudopotentials, settings, charge=charge)
-    t0 = time.perf_counter()
-    disc = (cache or DiscretisationCache(size=1)).get(system, settings)
-    t_assembly = time.perf_counter() - t0
-    u0 = None
-    if initial_guess is not None and (initial_guess.mesh is disc.mesh or (
-            initial_guess.mesh.n_dofs == disc.mesh.n_dofs and np.allclose(
-                initial_guess.mesh.dof_positions, disc.mesh.dof_positions, atol=1e-8))):
-        u0 = np.sqrt(np.maximum(initial_guess.fields["rho"], 0.0) * BOHR**3)
-    gs = solve_ground_state(system, lam, settings, disc=disc, u0=u0, progress=progress)
-    gs.timings["assembly"] = t_assembly
-    t0 = time.perf_counter()
-    result = build_result(gs, atoms, gauge=gauge)
-    result.timings["fields"] = time.perf_counter() - t0
+    # every numerical step with one BLAS thread: the same bits whether structures are solved
+    # one after the other or in threads of one process (fedft._threads)
+    with one_blas_thread():
+        t0 = time.perf_counter()
+        disc = (cache or DiscretisationCache(size=1)).get(system, settings)
+        t_assembly = time.perf_counter() - t0
+        u0 = None
+        if initial_guess is not None and (initial_guess.mesh is disc.mesh or (
+                initial_guess.mesh.n_dofs == disc.mesh.n_dofs and np.allclose(
+                    initial_guess.mesh.dof_positions, disc.mesh.dof_positions, atol=1e-8))):
+            u0 = np.sqrt(np.maximum(initial_guess.fields["rho"], 0.0) * BOHR**3)
+        gs = solve_ground_state(system, lam, settings, disc=disc, u0=u0, progress=progress)
+        gs.timings["assembly"] = t_assembly
+        t0 = time.perf_counter()
+        result = build_result(gs, atoms, gauge=gauge)
+        result.timings["fields"] = time.perf_counter() - t0
     return result

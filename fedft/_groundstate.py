@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase import Atoms
-from threadpoolctl import threadpool_limits
 from ase.neighborlist import neighbor_list
 from scipy.spatial import cKDTree
 
@@ -33,6 +32,7 @@ from ._ions import IonFields, ion_fields
 from ._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, load_pseudo, short_range
 from ._settings import Settings
 from ._solver import MinimiserResult, minimise
+from ._threads import one_blas_thread
 from ._units import BOHR
 
 log = logging.getLogger(__name__)
@@ -300,9 +300,10 @@ def solve_ground_state(system: System, kinetic_lambda: float, settings: Settings
     """Minimise the energy of ``system`` and compute the forces (see :func:`_solve`).
 
     BLAS is limited to one thread: the solver's many small dot products run up to ~10x
-    slower with threaded OpenBLAS on these machines (measured: 0.8 s vs 9.4 s per solve).
+    slower with threaded OpenBLAS on these machines (measured: 0.8 s vs 9.4 s per solve); the
+    limit holds while any thread of the process solves (:func:`fedft._threads.one_blas_thread`).
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _solve(system, kinetic_lambda, settings, disc, u0, progress)
 
 

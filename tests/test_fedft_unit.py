@@ -454,3 +454,51 @@ def test_point_ion_energy_in_ase_units(fast_result):
         fedft.point_ion_energy(r.atoms, {"Cu": 11.0})
     with pytest.raises(fedft.StructureError, match="one value per atom"):
         fedft.point_ion_energy(r.atoms, [3.0])
+
+
+# ------------------------------------------------------------------ solvers in several threads
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_blas_limit_holds_until_the_last_concurrent_solver_leaves():
+    """Two solvers overlapping in time (threads of one Dask worker): the process-wide BLAS
+    limit must not be lifted when the first one leaves (a plain nested threadpool_limits
+    restores the old limit under the second)."""
+    from threadpoolctl import threadpool_limits
+
+    from fedft._threads import one_blas_thread
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas_threads() != {2}:
+            pytest.skip("this BLAS cannot be set to two threads")
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        second.__enter__()
+        assert _blas_threads() == {1}
+        first.__exit__(None, None, None)
+        assert _blas_threads() == {1}, "limit lifted while a solver still runs"
+        second.__exit__(None, None, None)
+        assert _blas_threads() == {2}, "original limit not restored after the last solver"
+
+
+def test_concurrent_solves_in_threads_match_serial(al_primitive):
+    """Four solves in four threads of one process (as in a Dask worker) give the serial
+    results: fields and energies to rounding (threads may round the last bits differently:
+    measured 3e-14 eV in the total energy even for one worker thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    strained = al_primitive.copy()
+    strained.set_cell(al_primitive.cell * 1.02, scale_atoms=True)
+    structures = [al_primitive, strained, al_primitive, strained]
+    serial = [fedft.compute(a, {"Al": ERF_AL}, 1.0, preset="fast") for a in structures[:2]]
+    assert serial[0].energy != pytest.approx(serial[1].energy, abs=1e-3)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        threaded = list(pool.map(
+            lambda a: fedft.compute(a, {"Al": ERF_AL}, 1.0, preset="fast"), structures))
+    for i, r in enumerate(threaded):
+        ref = serial[i % 2]
+        assert r.energy == pytest.approx(ref.energy, rel=1e-13)
+        np.testing.assert_allclose(r.forces, ref.forces, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(r.fields["rho"], ref.fields["rho"], rtol=1e-12, atol=0)
