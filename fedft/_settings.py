@@ -94,10 +94,10 @@ class Settings:
 
 #: Named presets; ``accurate`` is the default.
 #: Vacuum: neutral Al13 icosahedron (erf Al, TF+vW, accurate preset; benchmarks/
-#: bench_isolated.py, measured on the open-boundary form of commit 2f26e28) is
-#: E(v) − E(24 bohr) = −2.9e-5, −1.2e-5, −2.3e-6 Ha/atom at v = 14, 16, 20 bohr (rising:
-#: mostly the open boundary, the far field beyond the quadrupole), so ``accurate`` takes
-#: 20 bohr (within 1e-5 Ha/atom) and ``tight`` 24; ``fast`` (mesh error ~1e-3 Ha/atom) keeps 16.
+#: bench_isolated.py): E(v) − E(24 bohr) = −2.0e-5, +1.6e-7, 8e-9 Ha/atom at v = 10, 12,
+#: 16 bohr. The vacua were chosen on an earlier open-boundary form that converged more slowly
+#: (−1.2e-5 at 16 bohr): ``accurate`` 20 bohr, ``tight`` 24, ``fast`` 16; they leave room
+#: for anions, whose density decays slowly.
 PRESETS = {
     "fast": Settings(spacing=0.7, tol_energy=1e-7, tol_residual=1e-4, vacuum=16.0),
     "accurate": Settings(spacing=0.45, tol_energy=1e-9, tol_residual=1e-5, vacuum=20.0),

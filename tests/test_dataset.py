@@ -451,8 +451,8 @@ def test_content_key_depends_on_structure_and_settings():
 
 # ------------------------------------------------------------------------------ Dask
 def test_dask_local_cluster_matches_local_processes(labelled, tmp_path, capsys):
-    """`fedft label --scheduler ADDRESS` on a Dask LocalCluster gives the same file content
-    as the default local process pool."""
+    """`fedft label --scheduler ADDRESS` on a Dask LocalCluster (worker threads) gives the
+    same structures, fields and energies as the default local process pool, to rounding."""
     distributed = pytest.importorskip("distributed")
     path, structures, summary = labelled
     src = path.with_name("in.extxyz")

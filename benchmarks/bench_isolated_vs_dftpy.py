@@ -1,0 +1,353 @@
+"""Isolated fedft vs DFTpy in a periodic box grown until converged (issue 7).
+
+Not a test. erf Al (Z = 3, rc = 1 bohr), TF + 1·vW, LDA. A neutral cluster centred in a
+cubic periodic box converges to the isolated cluster as the box grows (DFTpy's G=0
+pseudopotential term N_e/Ω Σα and the Ewald background are O(1/Ω) and cancel for a neutral
+cell; the image interaction is p²/L³ + O(L⁻⁵)). Both codes get the same atom positions: DFTpy
+the atoms centred in the box, fedft ``pbc = False`` and no cell (its own open domain, the
+preset's ``vacuum`` around the atoms). Every measurement runs in a fresh child process, one
+after the other.
+
+``al13`` (default): Al13 icosahedron (``Icosahedron("Al", 2)``, rattled 0.05 Å, seed 13).
+DFTpy at a converged cutoff in boxes of growing size until E/atom changes < 1e-6 Ha; fedft at
+the given presets (and optional extra settings); prints ΔE/atom and max |ΔF| against the
+largest box.
+
+``cluster55``: Al55 (``Icosahedron("Al", 3)``, same rattle). The converged DFTpy value (box
+grown to 1e-6 Ha/atom at a converged cutoff), then, side by side, the time to 1e-4 Ha/atom:
+DFTpy at the coarsest cutoff and smallest box whose energy is within the target of the
+converged value, and fedft at the coarsest preset within the target (or, if none is, its
+finest run, with the ratio as a lower bound).
+
+Usage::
+
+    python benchmarks/bench_isolated_vs_dftpy.py al13 [--presets accurate tight]
+        [--fedft-extra accurate:spacing=0.35,grading_rate=0.15] [--cache runs.json]
+    python benchmarks/bench_isolated_vs_dftpy.py cluster55 [--presets55 fast accurate]
+
+``--cache`` keeps every measurement in a JSON file so a long benchmark can be resumed.
+Each child's address space is capped at 90 % of the memory available when it starts (and
+at ``--mem-limit-gb``): a fedft run that needs more fails with MemoryError instead of pushing
+the shared machine into the OOM killer.
+
+Measured 2026-11-22 on this project's 2-core machine (one other benchmark beside it, load
+1.4-2.3), final open-boundary form::
+
+    python benchmarks/bench_isolated_vs_dftpy.py al13 --presets accurate \
+        --fedft-extra accurate:spacing=0.35,grading_rate=0.15 --boxes 32 36 40
+
+    DFTpy cutoff check, 32 bohr box: 400 eV -4.0e-08, 500 eV -4.1e-10 Ha/atom vs 600 eV
+    box (bohr)  grid      E/atom (Ha)     dE(prev box)  max|dF|(prev box)   (400 eV)
+        32      56^3    -2.529113571
+        36      64^3    -2.529110164      +3.4e-06        2.1e-06
+        40      70^3    -2.529109904      +2.6e-07        1.4e-06  -> converged (6.4 s)
+    (an earlier scan: 44 and 48 bohr stay within 7e-8 of 40 bohr)
+    max |F| = 0.0585 Ha/bohr (the rattled icosahedron is compressed by ~0.066 Ha/bohr)
+
+    fedft isolated (vacuum 20)          DOFs     dE/atom (Ha)  max|dF| (Ha/bohr)  time    peak
+    accurate (0.45 bohr, rate 0.3)      389,017   +6.02e-04     4.29e-04           211 s   4.2 GB
+    spacing 0.35, grading_rate 0.15   1,157,625   +1.46e-04     8.89e-05          1165 s  11.9 GB
+
+The issue's targets (2e-4 Ha/atom, 2e-4 Ha/bohr) hold at spacing 0.35 bohr and grading rate
+0.15 (the tight preset, 0.3 and 0.15, is finer still; its Al13 mesh, ~2M DOFs and ~20 GB, was
+not run here), not at the accurate preset. The difference is fedft's discretisation on the
+graded mesh (positive: the density is variational), not the domain or a convention: the
+accurate preset grows elements as 0.45 + 0.3·d bohr away from the nuclei, ~0.8-1.3 bohr in
+the bond and surface regions where the density is still large; refining converges on DFTpy
+(the dimer of ``tests/test_fedft_isolated_dftpy.py``: +9.9e-4 → +1.8e-4 → +1.2e-4 Ha/atom at
+the accurate preset, spacing 0.35 + rate 0.15, the tight preset). Stages of the fine run (s):
+ions 36, minimise 1042, forces 19, assembly 30, fields 29. DFTpy's converged box took 6.4 s:
+fedft is 33x (accurate) to 180x (fine) slower here.
+
+::
+
+    python benchmarks/bench_isolated_vs_dftpy.py cluster55 --presets55 fast accurate \
+        --cache runs.json
+
+    DFTpy converged: -2.587974161 Ha/atom (400 eV; 44 -> 48 bohr box: +8.5e-08; 500 eV in
+    the 44 bohr box: +6e-10)
+    DFTpy 150 eV (coarsest tried), 48 bohr box: +1.9e-05; boxes at 150 eV: 28 -3.3e-03,
+    30 -1.2e-03, 32 -3.3e-04, 34 -2.4e-04, 36 -5.4e-05 -> DFTpy 150 eV, 36 bohr box
+
+    Al55, time to 1e-4 Ha/atom (fresh child processes, one after the other; load ~4)
+    code   setting          points/DOFs   time s  peak MB   err Ha/atom
+    DFTpy  150 eV, box 36        64,000      4.0      207     -5.42e-05
+    fedft  fast                 480,557   1435.9     5010     -4.37e-04   (not reached)
+
+The fedft row was measured on an earlier form of the open boundaries (commit 2f26e28, fast
+preset vacuum 16 bohr). The accurate preset's Al55 mesh has ~1.3M DOFs and, from Al13, an
+error ~6e-4 Ha/atom; the mesh that reaches 2e-4 for Al13 (spacing 0.35, rate 0.15) has ~3.6M
+DOFs for Al55 (``meshes.graded_mesh`` counts), ~35-40 GB by the 10 KB/DOF measured above,
+beyond this machine. The target "fedft faster than DFTpy at 1e-4 Ha/atom for Al55" is not
+met: DFTpy needs 64,000 plane-wave grid points and 4 s; the tensor-product graded mesh keeps
+slabs of fine elements through the whole box (every atom's coordinate refines its plane on
+each axis), so at equal accuracy fedft needs at least ~56 DOFs per DFTpy grid point here
+(3.6M against 64,000), each costlier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+BOHR = 0.52917721067
+HARTREE = 27.211386245988
+PSEUDO_DFTPY = {"Al": ("erf", 3, 1.0)}
+
+
+def cluster(shells: int, rattle: float = 0.05, seed: int = 13):
+    """Al icosahedron with ``shells`` shells (2: 13 atoms, 3: 55), rattled with a fixed seed,
+    centred at the origin, no cell, not periodic (Å)."""
+    from ase.cluster import Icosahedron
+
+    atoms = Icosahedron("Al", shells)
+    atoms.positions += np.random.default_rng(seed).normal(0.0, rattle, atoms.positions.shape)
+    atoms.positions -= atoms.positions.mean(axis=0)
+    atoms.cell = np.zeros((3, 3))
+    atoms.pbc = False
+    return atoms
+
+
+def in_box(atoms, box_bohr: float):
+    """The same atoms centred in a periodic cubic box of edge ``box_bohr``."""
+    boxed = atoms.copy()
+    boxed.cell = np.eye(3) * box_bohr * BOHR
+    boxed.pbc = True
+    boxed.positions += 0.5 * box_bohr * BOHR - atoms.positions.mean(axis=0)
+    return boxed
+
+
+# ----------------------------------------------------------------------------- child side
+def _child(spec: dict) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if spec.get("mem_limit_gb"):
+        limit = int(spec["mem_limit_gb"] * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    atoms = cluster(spec["shells"])
+    t0 = time.perf_counter()
+    if spec["kind"] == "dftpy":
+        from dftpy_reference import dftpy_reference
+
+        ref = dftpy_reference(in_box(atoms, spec["box"]), PSEUDO_DFTPY, 1.0,
+                              ecut_ev=spec["ecut"], tol=spec.get("tol", 1e-9), forces=True)
+        out = {"energy": ref["energy_per_atom"], "forces": ref["forces"].tolist(),
+               "dofs": int(np.prod(ref["nr"])), "nr": list(ref["nr"])}
+    else:
+        import fedft
+
+        r = fedft.compute(atoms, {"Al": f"erf:3:{BOHR!r}"}, 1.0, preset=spec["preset"],
+                          **spec.get("overrides", {}))
+        out = {"energy": r.energy / HARTREE / len(atoms),
+               "forces": (r.forces / (HARTREE / BOHR)).tolist(), "dofs": int(r.mesh.n_dofs),
+               "stages": r.timings}
+    out["time"] = time.perf_counter() - t0
+    out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+# ----------------------------------------------------------------------------- parent side
+def _mem_available_gb() -> float:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
+class Runner:
+    """Runs measurements in fresh child processes, optionally cached in a JSON file."""
+
+    def __init__(self, cache: str | None, mem_limit_gb: float | None):
+        self.path = Path(cache) if cache else None
+        self.mem_limit_gb = mem_limit_gb
+        self.cache = json.loads(self.path.read_text()) if self.path and self.path.exists() else {}
+
+    def __call__(self, **spec) -> dict:
+        key = json.dumps(spec, sort_keys=True)
+        if key in self.cache:
+            return self.cache[key]
+        load = os.getloadavg()[0]
+        # never more than 90 % of what the (shared) machine has free right now
+        limit = min(self.mem_limit_gb or np.inf, 0.9 * _mem_available_gb())
+        cmd = [sys.executable, __file__, "--child",
+               json.dumps({**spec, "mem_limit_gb": None if np.isinf(limit) else limit})]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            out = {"failed": res.stderr.strip().splitlines()[-1] if res.stderr.strip()
+                   else f"exit {res.returncode}"}
+        else:
+            out = json.loads(res.stdout.strip().splitlines()[-1])
+        out["load"] = round(load, 2)
+        out["mem_limit_gb"] = round(float(limit), 1)
+        self.cache[key] = out
+        if self.path:
+            self.path.write_text(json.dumps(self.cache))
+        return out
+
+
+def _fmt_run(tag: str, m: dict, ref: dict | None = None) -> str:
+    if "failed" in m:
+        return f"  {tag:34s} FAILED (memory cap {m.get('mem_limit_gb')} GB): {m['failed']}"
+    s = (f"  {tag:34s} dofs={m['dofs']:9d} E/atom={m['energy']:.9f} "
+         f"time={m['time']:8.1f}s peak={m['peak_mb']:6.0f}MB load={m['load']:.1f}")
+    if ref is not None:
+        df = np.abs(np.array(m["forces"]) - np.array(ref["forces"])).max()
+        s += f"  dE={m['energy'] - ref['energy']:+.2e} max|dF|={df:.2e}"
+    return s
+
+
+def converged_dftpy(run: Runner, shells: int, boxes, ecuts, box_tol: float):
+    """Cutoff check at the first box, then boxes grown at the converged cutoff."""
+    print(f"DFTpy cutoff check in a {boxes[0]:g} bohr box:", flush=True)
+    cut = [(ec, run(kind="dftpy", shells=shells, box=boxes[0], ecut=ec)) for ec in ecuts]
+    for ec, m in cut:
+        print(_fmt_run(f"ecut {ec:g} eV", m) + f"  E-E(finest)={m['energy'] - cut[-1][1]['energy']:+.1e}",
+              flush=True)
+    ecut = next(ec for ec, m in cut if abs(m["energy"] - cut[-1][1]["energy"]) < 0.1 * box_tol)
+    print(f"DFTpy boxes at {ecut:g} eV:", flush=True)
+    history, prev = [], None
+    for box in boxes:
+        m = run(kind="dftpy", shells=shells, box=box, ecut=ecut)
+        history.append((box, m))
+        line = _fmt_run(f"box {box:g} bohr", m)
+        if prev is not None:
+            line += (f"  dE(prev box)={m['energy'] - prev['energy']:+.1e} max|dF|="
+                     f"{np.abs(np.array(m['forces']) - np.array(prev['forces'])).max():.1e}")
+        print(line, flush=True)
+        if prev is not None and abs(m["energy"] - prev["energy"]) < box_tol:
+            return ecut, history
+        prev = m
+    raise RuntimeError(f"DFTpy not converged to {box_tol} Ha/atom over boxes {boxes}")
+
+
+def _parse_extra(items):
+    out = []
+    for item in items or []:
+        preset, _, rest = item.partition(":")
+        overrides = {}
+        for kv in filter(None, rest.split(",")):
+            k, v = kv.split("=")
+            try:
+                overrides[k] = float(v)
+            except ValueError:
+                overrides[k] = v
+        out.append((preset, overrides))
+    return out
+
+
+def al13(args, run: Runner):
+    ecut, history = converged_dftpy(run, 2, args.boxes, args.ecuts, 1e-6)
+    ref = history[-1][1]
+    print(f"\nDFTpy converged: {ref['energy']:.9f} Ha/atom ({ecut:g} eV, box "
+          f"{history[-1][0]:g} bohr), max |F| {np.abs(ref['forces']).max():.4f} Ha/bohr")
+    print("fedft (isolated) against it:", flush=True)
+    rows = [(p, {}) for p in args.presets] + _parse_extra(args.fedft_extra)
+    for preset, overrides in rows:
+        m = run(kind="fedft", shells=2, preset=preset, overrides=overrides)
+        tag = preset + "".join(f" {k}={v:g}" for k, v in overrides.items())
+        print(_fmt_run(tag, m, ref), flush=True)
+        if "stages" in m:
+            print("      stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stages"].items()))
+
+
+def cluster55(args, run: Runner):
+    n = 55
+    ecut, history = converged_dftpy(run, 3, args.boxes55, args.ecuts55, 1e-6)
+    ref = history[-1][1]
+    big = history[-1][0]
+    print(f"\nDFTpy converged: {ref['energy']:.9f} Ha/atom ({ecut:g} eV, box {big:g} bohr)")
+    target = args.target
+    print(f"DFTpy coarsest cutoff within {target:g} Ha/atom (box {big:g}):", flush=True)
+    coarse = None
+    for ec in args.coarse_ecuts:
+        m = run(kind="dftpy", shells=3, box=big, ecut=ec)
+        print(_fmt_run(f"ecut {ec:g} eV", m, ref), flush=True)
+        if abs(m["energy"] - ref["energy"]) < target:
+            coarse = ec
+            break
+    print(f"DFTpy smallest box at {coarse:g} eV within {target:g} Ha/atom:", flush=True)
+    best = None
+    for box in args.coarse_boxes:
+        m = run(kind="dftpy", shells=3, box=box, ecut=coarse)
+        print(_fmt_run(f"box {box:g} bohr", m, ref), flush=True)
+        if abs(m["energy"] - ref["energy"]) < target:
+            best = (box, m)
+            break
+    print(f"fedft coarsest preset within {target:g} Ha/atom:", flush=True)
+    fbest = None
+    for preset in args.presets55:
+        m = run(kind="fedft", shells=3, preset=preset, overrides={})
+        print(_fmt_run(preset, m, ref), flush=True)
+        if "failed" not in m:
+            fbest = (preset, m)
+            if abs(m["energy"] - ref["energy"]) < target:
+                break
+    print(f"\nAl{n}, time to {target:g} Ha/atom (fresh child processes, one after the other)")
+    print(f"{'code':6s} {'setting':22s} {'points/DOFs':>11} {'time s':>8} {'peak MB':>8} "
+          f"{'err Ha/atom':>12} {'load':>5}")
+    for code, tag, m in (("DFTpy", f"{coarse:g} eV, box {best[0]:g}", best[1]),
+                         ("fedft", fbest[0] if fbest else "-", fbest[1] if fbest else None)):
+        if m is None:
+            print(f"{code:6s} no run succeeded")
+            continue
+        print(f"{code:6s} {tag:22s} {m['dofs']:11d} {m['time']:8.1f} {m['peak_mb']:8.0f} "
+              f"{m['energy'] - ref['energy']:+12.2e} {m['load']:5.1f}")
+    if fbest:
+        ok = abs(fbest[1]["energy"] - ref["energy"]) < target
+        print(f"ratio fedft/DFTpy: {fbest[1]['time'] / best[1]['time']:.1f}"
+              + ("" if ok else f"  (fedft did NOT reach {target:g}: its finest run shown)"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("system", nargs="?", choices=["al13", "cluster55"], default="al13")
+    parser.add_argument("--cluster55", action="store_true", help="same as system cluster55")
+    parser.add_argument("--presets", nargs="+", default=["accurate", "tight"],
+                        help="al13: fedft presets to compare")
+    parser.add_argument("--fedft-extra", nargs="*", default=[],
+                        help="al13: extra fedft runs as PRESET:key=value,key=value")
+    parser.add_argument("--boxes", type=float, nargs="+", default=[32, 36, 40, 44, 48],
+                        help="al13: DFTpy box edges (bohr), small to large")
+    parser.add_argument("--ecuts", type=float, nargs="+", default=[400, 500, 600],
+                        help="al13: DFTpy cutoffs (eV) for the cutoff check, coarse to fine")
+    parser.add_argument("--boxes55", type=float, nargs="+", default=[44, 48, 52, 56, 60])
+    parser.add_argument("--ecuts55", type=float, nargs="+", default=[400, 500])
+    parser.add_argument("--coarse-ecuts", type=float, nargs="+",
+                        default=[150, 200, 250, 300, 350, 400])
+    parser.add_argument("--coarse-boxes", type=float, nargs="+",
+                        default=[28, 30, 32, 34, 36, 40, 44])
+    parser.add_argument("--presets55", nargs="+", default=["fast", "accurate"])
+    parser.add_argument("--target", type=float, default=1e-4, help="cluster55: Ha/atom")
+    parser.add_argument("--cache", help="JSON file keeping the measurements (resume)")
+    parser.add_argument("--mem-limit-gb", type=float, default=None,
+                        help="address-space limit of each child (GB)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))))
+        return
+    run = Runner(args.cache, args.mem_limit_gb)
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    if args.cluster55 or args.system == "cluster55":
+        cluster55(args, run)
+    else:
+        al13(args, run)
+    print(f"load average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
