@@ -69,14 +69,17 @@ fedft is 33x (accurate) to 180x (fine) slower here.
     DFTpy 150 eV (coarsest tried), 48 bohr box: +1.9e-05; boxes at 150 eV: 28 -3.3e-03,
     30 -1.2e-03, 32 -3.3e-04, 34 -2.4e-04, 36 -5.4e-05 -> DFTpy 150 eV, 36 bohr box
 
-    Al55, time to 1e-4 Ha/atom (fresh child processes, one after the other; load ~4)
-    code   setting          points/DOFs   time s  peak MB   err Ha/atom
-    DFTpy  150 eV, box 36        64,000      4.0      207     -5.42e-05
-    fedft  fast                 480,557   1435.9     5010     -4.37e-04   (not reached)
+    Al55, time to 1e-4 Ha/atom (fresh child processes, one after the other)
+    code   setting          points/DOFs   time s  peak MB   err Ha/atom  load
+    DFTpy  150 eV, box 36        64,000      4.0      207     -5.42e-05   4.0
+    fedft  fast                 480,557    305.1     4972     +3.32e-03   1.1  (not reached)
+    fedft  accurate           1,295,029   1609.9    13339     +8.60e-04   2.0  (not reached)
+    ratio fedft/DFTpy >= 406 (fedft's finest run, which does not reach the target)
 
-The fedft row was measured on an earlier form of the open boundaries (commit 2f26e28, fast
-preset vacuum 16 bohr). The accurate preset's Al55 mesh has ~1.3M DOFs and, from Al13, an
-error ~6e-4 Ha/atom; the mesh that reaches 2e-4 for Al13 (spacing 0.35, rate 0.15) has ~3.6M
+The DFTpy rows come from the cache of an earlier run the same day (load 4; its fast fedft run
+on an earlier open-boundary form, commit 2f26e28, was −4.4e-4 Ha/atom in 1436 s); the fedft
+rows are the final form, vacuum 16 (fast) and 20 (accurate) bohr; max |ΔF| 1.1e-2 and
+3.2e-3 Ha/bohr. The mesh that reaches 2e-4 for Al13 (spacing 0.35, rate 0.15) has ~3.6M
 DOFs for Al55 (``meshes.graded_mesh`` counts), ~35-40 GB by the 10 KB/DOF measured above,
 beyond this machine. The target "fedft faster than DFTpy at 1e-4 Ha/atom for Al55" is not
 met: DFTpy needs 64,000 plane-wave grid points and 4 s; the tensor-product graded mesh keeps
