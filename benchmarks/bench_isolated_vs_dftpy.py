@@ -266,6 +266,17 @@ def al13(args, run: Runner):
             print("      stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stages"].items()))
 
 
+def _first_within(run, ref: dict, target: float, name: str, values, **spec):
+    """The first of ``values`` (for the DFTpy Al55 parameter ``name``: ``ecut`` in eV or
+    ``box`` in bohr) whose energy is within ``target`` Ha/atom of ``ref``, and its run."""
+    for value in values:
+        m = run(kind="dftpy", shells=3, **spec, **{name: value})
+        print(_fmt_run(f"{name} {value:g}", m, ref), flush=True)
+        if abs(m["energy"] - ref["energy"]) < target:
+            return value, m
+    return None, None
+
+
 def cluster55(args, run: Runner):
     n = 55
     ecut, history = converged_dftpy(run, 3, args.boxes55, args.ecuts55, 1e-6)
@@ -274,21 +285,14 @@ def cluster55(args, run: Runner):
     print(f"\nDFTpy converged: {ref['energy']:.9f} Ha/atom ({ecut:g} eV, box {big:g} bohr)")
     target = args.target
     print(f"DFTpy coarsest cutoff within {target:g} Ha/atom (box {big:g}):", flush=True)
-    coarse = None
-    for ec in args.coarse_ecuts:
-        m = run(kind="dftpy", shells=3, box=big, ecut=ec)
-        print(_fmt_run(f"ecut {ec:g} eV", m, ref), flush=True)
-        if abs(m["energy"] - ref["energy"]) < target:
-            coarse = ec
-            break
+    coarse, _ = _first_within(run, ref, target, "ecut", args.coarse_ecuts, box=big)
+    if coarse is None:
+        raise SystemExit(f"DFTpy misses {target:g} Ha/atom at every cutoff of --coarse-ecuts")
     print(f"DFTpy smallest box at {coarse:g} eV within {target:g} Ha/atom:", flush=True)
-    best = None
-    for box in args.coarse_boxes:
-        m = run(kind="dftpy", shells=3, box=box, ecut=coarse)
-        print(_fmt_run(f"box {box:g} bohr", m, ref), flush=True)
-        if abs(m["energy"] - ref["energy"]) < target:
-            best = (box, m)
-            break
+    box, m = _first_within(run, ref, target, "box", args.coarse_boxes, ecut=coarse)
+    if box is None:
+        raise SystemExit(f"DFTpy misses {target:g} Ha/atom in every box of --coarse-boxes")
+    best = (box, m)
     print(f"fedft coarsest preset within {target:g} Ha/atom:", flush=True)
     fbest = None
     for preset in args.presets55:
