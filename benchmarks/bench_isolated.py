@@ -52,7 +52,9 @@ Every finite difference agrees with the solver's μ within 0.05 eV except the st
 difference of Na9 (0.054 eV): that is the truncation error μ''/6 of a step of one electron
 (μ'' = d²μ/dN² = −0.33 eV/e² for Na9, −0.19 for Al13), not of the solver: the half step
 brings it to 0.013 eV and Simpson's rule on μ(−1), μ(0), μ(+1) matches the energy difference to 1e-3 eV.
-Both anions are bound (μ(−1) < 0).
+Both anions are bound (μ(−1) < 0). The vacuum: ``charged --no-half --al13-vacua
+--na9-vacua 26`` gives Na9 E(0), E(−1) = −56.329433, −57.737068 eV at 26 bohr (357,911 DOFs):
+EA 1.4076 eV against 1.4080 at 20, μ(−1) −0.1940 against −0.1957 eV.
 
 ``grading`` (Al13 in a box 6 bohr larger than the atoms, the same box for every mesh; errors
 against the graded reference h_min 0.3 bohr, rate 0.15, h_max 1.5 (614,125 DOFs,
