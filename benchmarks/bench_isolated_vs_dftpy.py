@@ -166,12 +166,12 @@ def _child(spec: dict) -> dict:
 # ----------------------------------------------------------------------------- parent side
 def _mem_available_gb() -> float:
     try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:  # not Linux: no cap
+        return float("inf")
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 2**20
     return float("inf")
 
 

@@ -18,10 +18,11 @@ potential form of BACKGROUND §2::
     e_es = ½ (ρ_ion − ρ) Φ − Σ_I ½ g_I φ_I + ρ V_sr + c
 
 with ``ρ_ion = Σ_I g_I`` the Gaussian compensation charges, ``Φ`` the electrostatic potential
-of the total charge ``ρ_ion − ρ`` (zero-mean in a cell, open boundaries when isolated), ``φ_I = Z_I erf(r/s_I)/r`` each Gaussian's own
-potential (so the self-energies are removed where they sit), ``V_sr`` the short-range remainder of
-the pseudopotentials, each atom's share of the point-ion vs Gaussian-ion overlap correction
-``E_corr`` (BACKGROUND §1) on its Gaussian (elided above), and ``c`` a uniform density holding what the smeared-ion picture does not
+of the total charge ``ρ_ion − ρ`` (zero-mean in a cell, open boundaries when isolated),
+``φ_I = Z_I erf(r/s_I)/r`` each Gaussian's own potential (so the self-energies are removed
+where they sit), ``V_sr`` the short-range remainder of the pseudopotentials, each atom's share
+of the point-ion vs Gaussian-ion overlap correction ``E_corr`` (BACKGROUND §1) on its Gaussian
+(elided above), and ``c`` a uniform density holding what the smeared-ion picture does not
 see pointwise: the point-ion (Ewald) convention against Gaussian ions, the G = 0 pseudopotential
 term (they cancel for a neutral cell) and discretisation errors, so that ``Σ_i W_i e_es,i``
 equals the electrostatic energy exactly. Every term is local: in a metal ``Φ`` is screened, so

@@ -172,20 +172,20 @@ def _isolated_domain(atoms: Atoms, positions: np.ndarray, settings: Settings):
     except DegenerateCellError as exc:
         raise StructureError(f"{exc}") from exc
     frac = np.linalg.solve(cell.T, positions.T).T
-    plane = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)  # distances between faces
-    dist = np.minimum(frac, 1.0 - frac) * plane  # to the nearest face of each pair
-    worst = np.unravel_index(np.argmin(dist), dist.shape)
-    i = int(worst[0])
-    if np.any((frac < 0) | (frac > 1)):
-        i = int(np.flatnonzero(np.any((frac < 0) | (frac > 1), axis=1))[0])
+    outside = np.flatnonzero(np.any((frac < 0) | (frac > 1), axis=1))
+    if outside.size:
+        i = int(outside[0])
         raise StructureError(
             f"atom {i} at {atoms.positions[i].round(3).tolist()} Å lies outside the domain (the "
             "cell of an isolated structure, spanned from the origin); move the atoms inside "
             "(atoms.center()), enlarge the cell, or remove it (atoms.cell = 0) to let fedft "
             "build the domain")
-    if dist[worst] < settings.min_boundary_distance:
+    plane = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)  # distances between faces
+    dist = np.minimum(frac, 1.0 - frac) * plane  # to the nearest face of each pair
+    i, k = np.unravel_index(np.argmin(dist), dist.shape)
+    if dist[i, k] < settings.min_boundary_distance:
         raise StructureError(
-            f"atom {i} is {dist[worst] * BOHR:.2f} Å from a face of the domain (minimum "
+            f"atom {i} is {dist[i, k] * BOHR:.2f} Å from a face of the domain (minimum "
             f"{settings.min_boundary_distance * BOHR:.2f} Å for open boundaries); enlarge the "
             "cell, centre the atoms (atoms.center(vacuum=...)), or remove the cell "
             "(atoms.cell = 0) to let fedft build the domain")
@@ -360,20 +360,19 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     t = time.perf_counter()
     rho_q = (disc.B @ result.u) ** 2
     load = disc.load(rho_q)
+    # the potential the ions' Gaussians feel (reciprocity): isolated systems take the
+    # symmetric form's Mℓ (Discretisation.hartree), so that ½∫ρV_H is the Hartree energy that
+    # was minimised and, with E_ei,long = −ℓ_ρᵀMℓ_g, the forces are its exact derivatives
     if system.periodic:
         vh, _ = disc.poisson(load, result.evaluation.v_hartree, rtol=1e-13)
-        v_force = vh  # the ions' Gaussians feel the Hartree potential (reciprocity)
     else:
-        # the symmetric form's potential Mℓ (Discretisation.hartree): ½∫ρV_H is the Hartree
-        # energy that was minimised, and with E_ei,long = −ℓ_ρᵀMℓ_g the Gaussians feel it
         vh = disc.symmetric_potential(load, result.evaluation.v_hartree, rtol=1e-13)
-        v_force = vh
     comps = functional.components(result.u, vh)
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
-    f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ v_force, ew.per_atom)
+    f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
     forces = f_ions + ew.forces
     dipole = None
     if not system.periodic:  # about the coordinate origin, e·bohr

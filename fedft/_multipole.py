@@ -20,8 +20,6 @@ the analytic ``φ_m`` (:meth:`fedft._discretisation.Discretisation.hartree`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import erf
 
@@ -102,42 +100,3 @@ def gaussian_potential(points: np.ndarray, positions: np.ndarray, charges: np.nd
     for R, q, s in zip(positions, charges, widths):  # a handful of charges
         out += q * _radial(np.linalg.norm(points - R, axis=1), float(s))[0]
     return out
-
-
-@dataclass(frozen=True)
-class Multipoles:
-    """Moments of a density about ``centre`` (bohr): charge ``q`` (e), dipole ``p`` (e·bohr),
-    traceless quadrupole ``Q`` (e·bohr², (3, 3))."""
-
-    centre: np.ndarray
-    q: float
-    p: np.ndarray
-    Q: np.ndarray
-
-    def potential(self, points: np.ndarray) -> np.ndarray:
-        """Potential (Ha/e) of the truncated expansion ``q/r + p·d/r³ + ½ Σ Q_ab d_a d_b/r⁵``
-        at ``points`` (n, 3) bohr, away from the centre."""
-        d = np.asarray(points) - self.centre
-        r2 = np.einsum("ij,ij->i", d, d)
-        r = np.sqrt(r2)
-        quad = np.einsum("ab,ia,ib->i", self.Q, d, d)
-        return self.q / r + (d @ self.p) / (r2 * r) + 0.5 * quad / (r2 * r2 * r)
-
-
-def moments_from_load(load: np.ndarray, dof_positions: np.ndarray,
-                      centre: np.ndarray) -> Multipoles:
-    """Moments of the density whose load vector ``∫ n φ_i`` is ``load`` (Lagrange bases
-    reproduce the monomials: exact for P2).
-
-    Parameters
-    ----------
-    load : (n_dofs,) e
-    dof_positions : (n_dofs, 3) bohr
-    centre : (3,) bohr
-    """
-    d = np.asarray(dof_positions) - centre
-    q = float(load.sum())
-    p = d.T @ load
-    second = np.einsum("i,ia,ib->ab", load, d, d)
-    Q = 3.0 * second - np.trace(second) * np.eye(3)
-    return Multipoles(centre=np.asarray(centre, dtype=float), q=q, p=p, Q=Q)

@@ -78,7 +78,8 @@ class Settings:
         for name in ("spacing", "grading_rate", "h_max", "vacuum", "min_boundary_distance"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value == value and 0 < value < 1e6):
-                raise SettingsError(f"setting {name} must be a positive number (bohr), got "
+                unit = "" if name == "grading_rate" else " (bohr)"
+                raise SettingsError(f"setting {name} must be a positive number{unit}, got "
                                     f"{value!r}")
 
     def replace(self, **changes) -> "Settings":

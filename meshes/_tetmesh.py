@@ -625,8 +625,7 @@ def periodic_mesh(
     if min(divisions) < 2:
         raise MeshError(f"each axis needs at least 2 divisions for periodicity, got {divisions}")
     axes = [np.linspace(0.0, 1.0, k + 1) for k in divisions]
-    return _tet_mesh(cell, axes, (True, True, True), np.zeros(3), order, intorder,
-                     graded=False)
+    return _tet_mesh(cell, axes, (True, True, True), np.zeros(3), order, intorder)
 
 
 def tensor_mesh(cell, axes, pbc=(True, True, True), origin=None, *, order: int = 2,
@@ -664,10 +663,10 @@ def tensor_mesh(cell, axes, pbc=(True, True, True), origin=None, *, order: int =
     origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=float).reshape(3)
     if not np.all(np.isfinite(origin)):
         raise MeshError("the mesh origin must be finite")
-    return _tet_mesh(cell, axes, pbc, origin, order, intorder, graded=True)
+    return _tet_mesh(cell, axes, pbc, origin, order, intorder)
 
 
-def _tet_mesh(cell, axes, pbc, origin, order, intorder, graded) -> TetMesh:
+def _tet_mesh(cell, axes, pbc, origin, order, intorder) -> TetMesh:
     frac, tets = kuhn_box(axes)
     points = origin + frac @ cell
     if np.linalg.det(cell) < 0:  # left-handed cell: the map flips every orientation
@@ -709,7 +708,9 @@ def _tet_mesh(cell, axes, pbc, origin, order, intorder, graded) -> TetMesh:
         cell=cell, divisions=divisions, order=order, intorder=intorder, mesh=mesh,
         basis=basis, dof_map=dof_map.ravel(), dof_frac=dof_frac, ref_points=ref_points,
         ref_weights=ref_weights, pbc=tuple(pbc), origin=np.asarray(origin, dtype=float),
-        axes=tuple(np.asarray(a) for a in axes) if graded else None,
+        # uniform axes are implied by the divisions; only graded ones are kept
+        axes=None if all(np.array_equal(a, np.linspace(0.0, 1.0, a.size)) for a in axes)
+        else tuple(np.asarray(a) for a in axes),
     )
 
 
