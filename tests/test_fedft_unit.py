@@ -114,7 +114,9 @@ def _plain_table_call(self, r, derivative=False):
     return lo + t * (cols[i + 1] - lo)
 
 
-def _plain_pairs(self, vectors=False):
+def _plain_neighbours(self):
+    """Per 100 000-point chunk: offset, points, point/atom indices, species and distances of
+    the pairs within the cutoff."""
     from scipy.spatial import cKDTree
 
     tree = cKDTree(self.image_pos)
@@ -123,7 +125,11 @@ def _plain_pairs(self, vectors=False):
         sdm = cKDTree(pts).sparse_distance_matrix(tree, self.cutoff, output_type="ndarray")
         qi, img, r = sdm["i"], sdm["j"], sdm["v"]
         atom = self.image_atom[img]
-        sp = self.species[atom]
+        yield start, pts, qi, img, atom, self.species[atom], r
+
+
+def _plain_pairs(self, vectors=False):
+    for start, pts, qi, img, atom, sp, r in _plain_neighbours(self):
         vals = np.zeros((r.size, 4 if vectors else 2))
         for k, table in enumerate(self.tables):
             vals[sp == k] = table(r[sp == k], derivative=vectors)
@@ -133,18 +139,11 @@ def _plain_pairs(self, vectors=False):
 
 
 def _plain_self_density(self, charges, widths, per_atom=None):
-    from scipy.spatial import cKDTree
     from scipy.special import erf
 
     out = np.zeros(self.points.shape[0])
     scale = None if per_atom is None else per_atom / self.gauss_norm
-    tree = cKDTree(self.image_pos)
-    for start in range(0, self.points.shape[0], 100_000):
-        pts = self.points[start:start + 100_000]
-        sdm = cKDTree(pts).sparse_distance_matrix(tree, self.cutoff, output_type="ndarray")
-        qi, img, r = sdm["i"], sdm["j"], sdm["v"]
-        atom = self.image_atom[img]
-        sp = self.species[atom]
+    for start, pts, qi, img, atom, sp, r in _plain_neighbours(self):
         g = np.zeros(r.size)
         for k, table in enumerate(self.tables):
             g[sp == k] = table(r[sp == k])[:, 0]
@@ -472,7 +471,7 @@ def test_blas_limit_holds_until_the_last_concurrent_solver_leaves():
 
     with threadpool_limits(limits=2, user_api="blas"):
         if _blas_threads() != {2}:
-            pytest.skip("this BLAS cannot be set to two threads")
+            pytest.skip("single-threaded BLAS build: there is no thread limit to lift")
         first, second = one_blas_thread(), one_blas_thread()
         first.__enter__()
         second.__enter__()

@@ -269,12 +269,16 @@ def test_graded_mesh_is_valid_and_needs_far_fewer_nodes():
     from meshes import MeshQualityError, graded_mesh
 
     atoms = np.array([[6.0, 6.0, 6.0], [7.5, 6.0, 6.0]])
-    mesh = graded_mesh(np.eye(3) * 12.0, atoms, 0.25, 0.3, 1.5, pbc=False, order=1)
+    h_min, rate, h_max = 0.25, 0.3, 1.5
+    mesh = graded_mesh(np.eye(3) * 12.0, atoms, h_min, rate, h_max, pbc=False, order=1)
     vol = _tet_volumes(mesh.mesh)
     assert np.all(vol > 0) and vol.sum() == pytest.approx(12.0**3, rel=1e-12)
     assert mesh.quality().min_dihedral_deg > 5.0
-    assert 1.0 < mesh.element_size <= 1.5 * 1.5 and mesh.min_element_size < 0.3
-    uniform = (12.0 / 0.25 + 1) ** 3
+    # graded: coarse far out (an open axis' face interval may stretch to 1.5 h_max), fine at
+    # the atoms (h_min up to the rounding of the interval count)
+    assert h_max < mesh.element_size <= 1.5 * h_max
+    assert h_min <= mesh.min_element_size < 1.2 * h_min
+    uniform = (12.0 / h_min + 1) ** 3
     assert uniform / mesh.n_dofs > 10  # measured ~24x fewer vertices
     with pytest.raises(MeshQualityError, match="too distorted"):
         graded_mesh(np.eye(3) * 12.0, atoms, 0.02, 5.0, 6.0, pbc=False, min_dihedral_deg=5.0)
