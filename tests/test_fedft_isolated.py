@@ -97,6 +97,7 @@ def test_isolated_result_is_complete(dimer_result):
     assert r.weights @ r.energy_density() == pytest.approx(r.energy, abs=1e-6 * abs(r.energy))
     summary = r.summary()
     assert summary["periodic"] is False and summary["charge"] == 0.0
+    assert summary["mesh"]["graded"] is False and r.mesh.axes is None  # grading="none"
     # forces nearly cancel (an open, atom-independent mesh breaks translation invariance only
     # by the discretisation)
     assert np.abs(r.forces.sum(axis=0)).max() < 0.02
