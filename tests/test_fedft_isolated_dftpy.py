@@ -94,7 +94,7 @@ def test_isolated_dimer_matches_dftpy_in_a_box(dftpy_dimer):
 def test_tight_preset_is_at_least_as_fine_as_the_setting_checked_here():
     """The tight preset's promise for isolated clusters (2e-4 Ha/atom of DFTpy) rests on
     being at least as fine everywhere as ``FINE`` (measured at the tight preset itself: Al2
-    +1.2e-4 Ha/atom, 3.1e-5 Ha/bohr)."""
+    +1.2e-4 Ha/atom, 2.9e-5 Ha/bohr)."""
     tight, accurate = fedft.PRESETS["tight"], fedft.PRESETS["accurate"]
     assert tight.spacing <= FINE["spacing"] and tight.grading_rate <= FINE["grading_rate"]
     assert tight.vacuum >= accurate.vacuum and tight.tol_energy <= accurate.tol_energy
