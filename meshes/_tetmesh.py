@@ -398,10 +398,12 @@ class TetMesh:
         Element matrices come from reference-element integrals contracted with each element's
         metric ``|det A| A⁻¹A⁻ᵀ`` (exact: the integrand is a polynomial of degree ≤ 2)."""
         vals, grads = self._reference_basis()
-        ref = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads)
+        nl = grads.shape[0]
+        ref = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads).reshape(9, nl * nl)
         Ainv = np.linalg.inv(self._affine[1])
-        metric = np.einsum("eki,eli->ekl", Ainv, Ainv) * self._abs_det[:, None, None]
-        return self._assemble(np.einsum("ekl,klij->eij", metric, ref))
+        metric = (Ainv @ Ainv.transpose(0, 2, 1)) * self._abs_det[:, None, None]
+        # one (n_elements, 9) x (9, nl²) product: several times faster than the einsum
+        return self._assemble((metric.reshape(-1, 9) @ ref).reshape(-1, nl, nl))
 
     @cached_property
     def mass(self) -> sp.csr_matrix:
