@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from fedft._discretisation import Discretisation
-from fedft._lattice import lattice_solver
+from fedft._lattice import LatticeSolver, lattice_solver
 from meshes import graded_mesh, periodic_mesh, tensor_mesh
 
 CUBIC = np.diag([5.0, 5.6, 6.2])
@@ -64,5 +64,10 @@ def test_discretisation_solves_uniform_periodic_poisson_by_fft():
     rhs = 4 * np.pi * d.neutralise(d.load(rho))
     ref = _direct_zero_sum(m.stiffness.tocsr(), rhs)
     assert np.allclose(v, d.zero_mean(ref), rtol=0, atol=1e-11 * np.abs(ref).max())
+    precond = d.preconditioner(0.5, 2.0)  # the minimiser's: exact inverse of 0.5 K + 2 M
+    assert isinstance(precond, LatticeSolver)
+    r = np.random.default_rng(4).standard_normal(m.n_dofs)
+    assert np.allclose((0.5 * m.stiffness + 2.0 * m.mass) @ precond(r), r, rtol=0, atol=1e-11)
     graded = Discretisation(graded_mesh(FCC, np.zeros((1, 3)), 0.5, 0.5, 1.0, order=2))
     assert graded._lattice is None  # AMG there
+    assert not isinstance(graded.preconditioner(0.5, 2.0), LatticeSolver)
