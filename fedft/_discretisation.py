@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pyamg
@@ -21,6 +22,7 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._lattice import lattice_solver
+from ._reciprocal import point_lattice
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -128,6 +130,18 @@ class Discretisation:
         log.debug("discretisation: %d DOFs, %d quadrature points, Poisson by %s%s",
                   m.n_dofs, self.wq.size, "AMG" if self._lattice is None else "FFT",
                   "" if self.periodic else f", {self.boundary.size} boundary DOFs")
+
+    @cached_property
+    def point_lattices(self):
+        """Uniform periodic meshes: the sublattices (:class:`fedft._reciprocal.PointLattice`)
+        of the quadrature points and of the DOFs; None otherwise."""
+        if self._lattice is None:
+            return None
+        m = self.mesh
+        inv = np.linalg.inv(m.cell)
+        quad = point_lattice((self.xq - m.origin) @ inv, m.divisions)
+        nodes = point_lattice(m.dof_frac, m.divisions)
+        return None if quad is None or nodes is None else (quad, nodes)
 
     def load(self, values_q: np.ndarray) -> np.ndarray:
         """Load vector ``∫ f φ_i`` of a field given at the quadrature points."""

@@ -42,6 +42,7 @@ import numpy as np
 from ._ewald import gaussian_overlap_energy
 from ._functional import C_F
 from ._ions import ion_fields
+from ._ions_reciprocal import ReciprocalIonFields
 from ._xc import lda_xc
 
 GAUGES = ("gradient", "laplacian")
@@ -66,7 +67,7 @@ def screened_electrostatic_density(gs, rho_q: np.ndarray, vh_q: np.ndarray) -> n
     disc, ions, system = gs.disc, gs.ions, gs.system
     widths = compensation_widths(system, gs.settings)
     charges = np.array([p.z for p in system.pseudos], dtype=float)
-    phi_q = -(disc.B @ gs.v_long) - vh_q  # potential of ρ_ion − ρ (v_long = −potential of ρ_ion)
+    phi_q = -gs.v_long_q - vh_q  # potential of ρ_ion − ρ (v_long = −potential of ρ_ion)
     # point ions interact more strongly than overlapping Gaussians: each atom's share of the
     # (short-ranged) erfc correction sits on its Gaussian
     corr = gaussian_overlap_energy(system.positions, charges[system.species],
@@ -119,10 +120,13 @@ def nodal_fields(gs) -> dict:
     out["vw_laplacian_shift"] = -(lam / 8.0) * lap
 
     # potentials at the nodes: the short-range part needs the ions at the node positions
-    at_nodes = ion_fields(mesh.dof_positions, W, gs.system.positions, gs.system.cell,
-                          gs.system.species, gs.ions.tables, gauss_norm=gs.ions.gauss_norm,
-                          periodic=gs.system.periodic)
-    v_local = at_nodes.v_short + gs.v_long
+    if isinstance(gs.ions, ReciprocalIonFields):
+        v_short = gs.ions.nodal("v_short")
+    else:
+        v_short = ion_fields(mesh.dof_positions, W, gs.system.positions, gs.system.cell,
+                             gs.system.species, gs.ions.tables, gauss_norm=gs.ions.gauss_norm,
+                             periodic=gs.system.periodic).v_short
+    v_local = v_short + gs.v_long
     out["rho"] = u * u
     out["v_hartree"] = gs.v_hartree.copy()
     out["v_local"] = v_local

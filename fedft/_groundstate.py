@@ -29,6 +29,7 @@ from ._errors import MeshTooCoarseError, MissingPseudopotentialError, StructureE
 from ._ewald import EwaldResult, coulomb, ewald
 from ._functional import Functional
 from ._ions import IonFields, ion_fields
+from ._ions_reciprocal import ReciprocalIonFields, reciprocal_ion_fields
 from ._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, load_pseudo, short_range
 from ._settings import Settings
 from ._solver import MinimiserResult, minimise
@@ -270,11 +271,12 @@ class GroundState:
     settings: Settings
     kinetic_lambda: float
     disc: Discretisation
-    ions: IonFields
+    ions: IonFields | ReciprocalIonFields
     ewald: EwaldResult
     functional: Functional
     minimiser: MinimiserResult
     v_long: np.ndarray  # nodal long-range local potential (Ha)
+    v_long_q: np.ndarray  # the same at the quadrature points (Ha)
     v_hartree: np.ndarray  # nodal Hartree potential (Ha), tightly solved
     ewald_density: np.ndarray  # each atom's Ewald energy spread on its Gaussian (Ha/bohr³)
     shift_per_electron: float  # Ha
@@ -324,21 +326,33 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
 
     t = time.perf_counter()
     widths = compensation_widths(system, settings)
-    tables = [SpeciesTable.build(gaussian_charge(p.z, s), short_range(p, s))
-              for p, s in zip(system.pseudos, widths)]
-    ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species, tables,
-                      periodic=system.periodic)
+    shorts = [short_range(p, s) for p, s in zip(system.pseudos, widths)]
+    # uniform periodic meshes: ion fields summed in reciprocal space, V_lr exact at the
+    # quadrature points (fedft._ions_reciprocal); otherwise neighbour sums and a mesh solve
+    ions = reciprocal_ion_fields(disc, system, widths, shorts) if settings.reciprocal_ions \
+        else None
     n_e = system.n_electrons
+    if ions is not None:
+        v_long_q = ions.v_long
+        v_long = ions.nodal("v_long")
+    else:
+        tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
+                  for p, s, sh in zip(system.pseudos, widths, shorts)]
+        ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species,
+                          tables, periodic=system.periodic)
+        if system.periodic:
+            vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
+        else:  # the electrons' symmetric open-boundary form: exact reciprocity for the forces
+            vg = disc.symmetric_potential(disc.load(ions.gauss), rtol=1e-13)
+        v_long = -vg
+        v_long_q = disc.B @ v_long
     if system.periodic:
-        vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
         ew = ewald(system.positions, system.z, system.cell)
         shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
-    else:  # the electrons' symmetric open-boundary form: exact reciprocity for the forces
-        vg = disc.symmetric_potential(disc.load(ions.gauss), rtol=1e-13)
+    else:
         ew = coulomb(system.positions, system.z)
         shift = 0.0
-    v_long = -vg
-    v_local_q = ions.v_short + disc.B @ v_long
+    v_local_q = ions.v_short + v_long_q
     timings["ions"] = time.perf_counter() - t
 
     functional = Functional(disc, float(kinetic_lambda), v_local_q,
@@ -372,7 +386,10 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
-    f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
+    if isinstance(ions, ReciprocalIonFields):  # V_lr exact: forces of ∫ρ(V_sr + V_lr)
+        f_ions, ewald_density = ions.forces(rho_q), ions.spread(ew.per_atom)
+    else:  # V_lr from the mesh: its forces by reciprocity through the Hartree potential
+        f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
     forces = f_ions + ew.forces
     dipole = None
     if not system.periodic:  # about the coordinate origin, e·bohr
@@ -383,6 +400,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
              result.evaluations)
     return GroundState(system=system, settings=settings, kinetic_lambda=float(kinetic_lambda),
                        disc=disc, ions=ions, ewald=ew, functional=functional, minimiser=result,
-                       v_long=v_long, v_hartree=vh, ewald_density=ewald_density,
+                       v_long=v_long, v_long_q=v_long_q, v_hartree=vh,
+                       ewald_density=ewald_density,
                        shift_per_electron=shift,
                        components=comps, forces=forces, dipole=dipole, timings=timings)

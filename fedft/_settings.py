@@ -54,6 +54,10 @@ class Settings:
     min_boundary_distance : float
         Isolated systems with a cell (the domain): smallest allowed distance (bohr) from an
         atom to a face of the domain.
+    reciprocal_ions : bool
+        Crystals on uniform meshes: sum the ion fields in reciprocal space, with the
+        long-range potential exact at the quadrature points (default); ``False`` keeps the
+        neighbour sums and the mesh solve of the compensation charges used elsewhere.
     """
 
     order: int = 2
@@ -71,6 +75,7 @@ class Settings:
     h_max: float = 3.0
     vacuum: float = 16.0
     min_boundary_distance: float = 10.0
+    reciprocal_ions: bool = True
 
     def __post_init__(self):
         if self.grading not in GRADINGS:

@@ -1,0 +1,164 @@
+"""Ion fields of a crystal on a uniform periodic mesh, summed in reciprocal space
+(:mod:`fedft._reciprocal`) instead of over neighbour lists and a mesh Poisson solve.
+
+The same quantities as :class:`fedft._ions.IonFields` (the compensation Gaussians ``g``, the
+short-range remainders ``V_sr``, their self-energy density, the per-atom normalisation), plus
+the long-range potential ``V_lr`` of the Gaussians *exactly* at the quadrature points (zero
+mean, as the mesh solve it replaces), so that ``V_sr + V_lr`` is the pseudopotential itself at
+every quadrature point, and the Hellmann-Feynman forces of ``Σ_q w_q ρ_q (V_sr + V_lr)(x_q)``.
+Form factors: Gaussians and Gaussian-smeared Coulomb tails analytically, erf pseudopotentials'
+``V_sr`` analytically, tabulated ``V_sr`` and the self-energy density ``½ g φ`` by a Hankel
+transform. Atomic units.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._pseudo import ErfPseudo, _erf_over_r
+from ._reciprocal import (FORM_FACTOR_TOLERANCE, PointLattice, ReciprocalSums,
+                          hankel_form_factor)
+
+log = logging.getLogger(__name__)
+
+#: Largest number of aliases per axis before the real-space sums are cheaper.
+MAX_FOLDS = 2
+
+
+def _gauss_cut(width: float) -> float:
+    """|G| beyond which ``exp(−G²s²/4)`` is below :data:`FORM_FACTOR_TOLERANCE`."""
+    return 2.0 * np.sqrt(np.log(1.0 / FORM_FACTOR_TOLERANCE)) / width
+
+
+@dataclass(frozen=True)
+class SpeciesForms:
+    """Form factors (callables of |G|, bohr⁻¹) of one species and compensation width s."""
+
+    gauss: object  # ĝ = Z exp(−G²s²/4)
+    v_long: object  # −4πZ exp(−G²s²/4)/G²  (G = 0: 0, the zero-mean convention)
+    v_short: object  # V̂_sr (G = 0 included)
+    self_energy: object  # FT of ½ g φ, φ = Z erf(r/s)/r
+    gcut: float
+
+
+_FORMS: dict = {}  # (pseudopotential digest, width) -> SpeciesForms: transforms once per run
+
+
+def species_forms(pseudo, width: float, short_table) -> SpeciesForms:
+    """Form factors of ``pseudo`` with compensation ``width`` (bohr); ``short_table`` is its
+    tabulated ``V_sr`` (:func:`fedft._pseudo.short_range`), transformed when not analytic.
+    Cached per pseudopotential and width."""
+    if not pseudo.digest:  # a tabulated potential not read from a file: no key
+        return _species_forms(pseudo, width, short_table)
+    key = (type(pseudo).__name__, pseudo.digest, float(pseudo.z), float(width))
+    if key not in _FORMS:
+        _FORMS[key] = _species_forms(pseudo, width, short_table)
+    return _FORMS[key]
+
+
+def _species_forms(pseudo, width: float, short_table) -> SpeciesForms:
+    z, s = float(pseudo.z), float(width)
+    gcut = _gauss_cut(s)
+
+    def gauss(q):
+        return z * np.exp(-0.25 * (q * s) ** 2)
+
+    def v_long(q):
+        q2 = np.where(q > 0, q * q, 1.0)
+        return np.where(q > 0, -4.0 * np.pi * z * np.exp(-0.25 * q2 * s * s) / q2, 0.0)
+
+    if isinstance(pseudo, ErfPseudo):
+        rc = float(pseudo.rc)
+        gcut = max(gcut, _gauss_cut(rc))
+
+        def v_short(q):  # −4πZ (e^{−G²rc²/4} − e^{−G²s²/4})/G², −πZ(s² − rc²) at G = 0
+            q2 = np.where(q > 0, q * q, 1.0)
+            val = 4.0 * np.pi * z * np.exp(-0.25 * q2 * rc * rc) * np.expm1(
+                -0.25 * q2 * (s * s - rc * rc)) / q2
+            return np.where(q > 0, val, -np.pi * z * (s * s - rc * rc))
+    elif short_table.is_zero:
+        def v_short(q):
+            return np.zeros_like(q)
+    else:
+        r_tab = np.arange(short_table.values.size) * short_table.step
+        trial = hankel_form_factor(lambda r: np.interp(r, r_tab, short_table.values),
+                                   short_table.cutoff, 60.0, dg=0.01)
+        q = np.arange(0.0, 60.0, 0.01)
+        f = np.abs(trial(q))
+        big = np.flatnonzero(f > FORM_FACTOR_TOLERANCE * 1e3 * max(f.max(), 1e-300))
+        gcut = max(gcut, float(q[big[-1]]) + 0.5 if big.size else 0.0)
+        v_short = hankel_form_factor(lambda r: np.interp(r, r_tab, short_table.values),
+                                     short_table.cutoff, gcut)
+    norm = z * (np.pi * s * s) ** -1.5
+
+    def half_g_phi(r):
+        return 0.5 * norm * np.exp(-(r / s) ** 2) * z * _erf_over_r(r, s)[0]
+
+    self_energy = hankel_form_factor(half_g_phi, 7.0 * s, gcut)
+    return SpeciesForms(gauss, v_long, v_short, self_energy, gcut)
+
+
+class ReciprocalIonFields:
+    """Ion fields of one crystal geometry at the quadrature points of a uniform periodic mesh
+    (module notes). Build with :func:`reciprocal_ion_fields`.
+
+    Attributes
+    ----------
+    gauss, v_short, v_long : (n_q,) Σ_I g_I (e/bohr³), Σ_I V_sr,I and the zero-mean V_lr (Ha)
+    gauss_norm : (n_atoms,) ``Σ_q w_q g_I(x_q)`` (e)
+    """
+
+    def __init__(self, sums: ReciprocalSums, weights: np.ndarray, forms: list,
+                 node_lattice: PointLattice | None):
+        self.sums = sums
+        self.weights = weights
+        self.forms = forms
+        self.node_lattice = node_lattice
+        self.gauss = sums.values([f.gauss for f in forms])
+        self.v_short = sums.values([f.v_short for f in forms])
+        self.v_long = sums.values([f.v_long for f in forms], g0=np.zeros(len(forms)))
+        self.gauss_norm = sums.per_atom(weights, [f.gauss for f in forms])
+
+    def forces(self, rho: np.ndarray) -> np.ndarray:
+        """``F_I = −∂/∂R_I Σ_q w_q ρ_q (V_sr + V_lr)(x_q)`` (Ha/bohr), (n_atoms, 3)."""
+        total = [lambda q, f=f: f.v_short(q) + f.v_long(q) for f in self.forms]
+        return -self.sums.per_atom(self.weights * rho, total, gradient=True)
+
+    def spread(self, per_atom: np.ndarray) -> np.ndarray:
+        """``Σ_I c_I g_I(x)/gauss_norm_I`` at the points: integrates to ``Σ c_I``."""
+        return self.sums.values([f.gauss for f in self.forms], per_atom / self.gauss_norm)
+
+    def self_density(self, charges, widths, per_atom=None) -> np.ndarray:
+        """``Σ_I ½ g_I φ_I`` minus, with ``per_atom``, :meth:`spread` (as
+        :meth:`fedft._ions.IonFields.self_density`; the charges and widths are the forms')."""
+        out = self.sums.values([f.self_energy for f in self.forms])
+        return out if per_atom is None else out - self.spread(per_atom)
+
+    def nodal(self, which: str) -> np.ndarray:
+        """``"v_short"`` or ``"v_long"`` at the DOFs of the mesh."""
+        sums = ReciprocalSums(self.node_lattice, self.sums.cell, self.sums.frac,
+                              self.sums.species, self.sums.gcut)
+        if which == "v_long":
+            return sums.values([f.v_long for f in self.forms], g0=np.zeros(len(self.forms)))
+        return sums.values([f.v_short for f in self.forms])
+
+
+def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | None:
+    """:class:`ReciprocalIonFields` of a crystal on a uniform periodic mesh, or None when the
+    mesh is not one (graded, open) or the form factors need more than :data:`MAX_FOLDS`
+    aliases per axis (a hard core on a coarse mesh: the real-space sums are cheaper)."""
+    lattices = disc.point_lattices
+    if lattices is None or not system.periodic:
+        return None
+    quad, nodes = lattices
+    forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
+    gcut = max(f.gcut for f in forms)
+    frac = system.positions @ np.linalg.inv(system.cell)
+    sums = ReciprocalSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
+    if max(sums.folds) > MAX_FOLDS:
+        log.debug("reciprocal ion sums need %s aliases: real-space sums instead", sums.folds)
+        return None
+    return ReciprocalIonFields(sums, disc.wq, forms, nodes)

@@ -1,0 +1,275 @@
+"""Sums of radial functions over the atoms of a crystal, evaluated in reciprocal space at the
+points of a uniform periodic mesh.
+
+The quadrature points (and the DOFs) of a uniform periodic mesh lie on ``S`` sublattices of its
+``N₁ × N₂ × N₃`` grid of sub-cells: point ``(s, n)`` sits at fractional position
+``(n + δ_s)/N``. A periodic superposition of radial functions ``f_k`` (one per species),
+
+    F(x) = Σ_I c_I Σ_T f_k(I)(x − R_I − T) = (1/Ω) Σ_G e^{iG·x} Σ_k f̂_k(|G|) S_k(G),
+    S_k(G) = Σ_{I ∈ k} c_I e^{−iG·R_I},
+
+is then, on sublattice ``s``, a discrete Fourier series over the cells: with
+``G = 2π m·B`` (``B`` the reciprocal basis) and ``m = k + N j``,
+
+    F(s, n) = (1/Ω) Σ_k e^{2πi k·n/N} Σ_j A(k + N j) e^{2πi (k + N j)·δ_s/N}
+
+(the aliases ``j`` folded onto the FFT grid ``k``), one inverse FFT per sublattice. The
+reverse, per-atom sums ``Σ_p a_p f(x_p − R_I)`` and their gradients (Hellmann-Feynman
+forces), is the adjoint: one forward FFT per sublattice and a contraction with each atom's
+phases. The structure factors and the atom contractions are separable along the three
+reciprocal axes and run as matrix products. The form factors decay (Gaussian charges,
+Gaussian-smeared Coulomb tails), so a few aliases per axis reach round-off; the sums are exact
+up to that cut (no mesh solve, no neighbour lists).
+
+Atomic units; form factors ``f̂(G) = ∫ f(r) e^{−iG·r} d³r`` (bohr³ × the unit of f).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PointLattice", "point_lattice", "ReciprocalSums", "hankel_form_factor"]
+
+#: Relative size of the form factors at the cut |G| = gcut.
+FORM_FACTOR_TOLERANCE = 1e-15
+
+
+@dataclass(frozen=True, eq=False)
+class PointLattice:
+    """Points of a uniform periodic mesh as ``S`` sublattices of its grid of sub-cells
+    (several points may share a site: the edge-midpoint points of the degree-5 rule).
+
+    Attributes
+    ----------
+    offsets : (S, 3) float
+        Offset ``δ_s`` of each sublattice inside a sub-cell, in sub-cell units ([0, 1)).
+    divisions : (3,) int
+    site : (n_points,) int
+        Site of each point in the C-ordered (S, N₁, N₂, N₃) array of sites.
+    """
+
+    offsets: np.ndarray
+    divisions: tuple
+    site: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return (self.offsets.shape[0], *self.divisions)
+
+    def gather(self, sites: np.ndarray) -> np.ndarray:
+        """Values at the points from values (S, N₁, N₂, N₃) at the sites."""
+        return sites.reshape(-1)[self.site]
+
+    def scatter(self, values: np.ndarray) -> np.ndarray:
+        """(S, N₁, N₂, N₃) sums over the points of each site."""
+        return np.bincount(self.site, weights=values,
+                           minlength=int(np.prod(self.shape))).reshape(self.shape)
+
+
+def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattice | None:
+    """The sublattices of points at fractional coordinates ``frac`` (n, 3) on a uniform
+    ``divisions`` grid, or None when the points do not repeat identically in every sub-cell."""
+    n = np.asarray(divisions, dtype=np.int64)
+    t = np.asarray(frac, dtype=np.float64) * n
+    base = np.floor(t + tol)
+    exact = np.maximum(t - base, 0.0)
+    cells = base.astype(np.int64) % n
+    # group equal offsets by a 63-bit key of 21-bit quantised coordinates (one 1-D sort)
+    q = np.rint(exact * (1 << 20)).astype(np.int64)
+    keys, kind = np.unique((q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2], return_inverse=True)
+    kind = kind.ravel()
+    counts = np.bincount(kind)  # the exact offsets: mean of each group
+    uniq = np.stack([np.bincount(kind, weights=exact[:, a]) / counts for a in range(3)], 1)
+    n_cells = int(np.prod(n))
+    site = kind * n_cells + np.ravel_multi_index(cells.T, tuple(n))
+    if np.count_nonzero(np.bincount(site, minlength=uniq.shape[0] * n_cells)) \
+            != uniq.shape[0] * n_cells:
+        return None
+    return PointLattice(offsets=uniq, divisions=tuple(int(k) for k in n), site=site)
+
+
+def hankel_form_factor(func, cutoff: float, gcut: float, dr: float = 2e-3, dg: float = 2e-3):
+    """Form factor ``f̂(G) = 4π ∫₀^cutoff r² f(r) sin(Gr)/(Gr) dr`` of a radial function.
+
+    Simpson's rule on ``r`` (step ``dr``) at ``G`` every ``dg`` up to ``gcut``, interpolated
+    by a cubic spline (relative error ~1e-11 for functions of ~10 bohr extent).
+
+    Returns
+    -------
+    callable ``|G| (array) -> f̂``
+    """
+    from scipy.interpolate import CubicSpline
+
+    nr = 2 * int(np.ceil(cutoff / dr / 2)) + 1
+    r = np.linspace(0.0, cutoff, nr)
+    h = r[1] - r[0]
+    w = np.full(nr, 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    w *= h / 3.0
+    fr = 4.0 * np.pi * w * r * r * func(r)
+    g = np.arange(0.0, gcut + 4 * dg, dg)
+    out = np.empty_like(g)
+    for start in range(0, g.size, 512):
+        gg = g[start:start + 512]
+        out[start:start + 512] = np.sinc(np.outer(gg, r) / np.pi) @ fr
+    spline = CubicSpline(g, out)
+    return lambda q: np.where(q <= g[-1], spline(np.minimum(q, g[-1])), 0.0)
+
+
+class ReciprocalSums:
+    """Reciprocal-space sums of one geometry at the points of a :class:`PointLattice`.
+
+    Parameters
+    ----------
+    lattice : PointLattice
+    cell : (3, 3) bohr, lattice vectors as rows
+    frac_positions : (n_atoms, 3) fractional atom positions
+    species : (n_atoms,) species index of each atom
+    gcut : float
+        Largest |G| (bohr⁻¹) of any form factor used with it.
+    """
+
+    def __init__(self, lattice: PointLattice, cell, frac_positions, species, gcut: float):
+        self.lattice = lattice
+        self.cell = np.asarray(cell, dtype=np.float64)
+        self.volume = float(abs(np.linalg.det(self.cell)))
+        self.frac = np.asarray(frac_positions, dtype=np.float64)
+        self.species = np.asarray(species)
+        self.gcut = float(gcut)
+        n = lattice.divisions
+        lengths = np.linalg.norm(self.cell, axis=1)
+        # |G·a_a| = 2π|m_a| <= gcut |a_a|: aliases needed along each axis
+        self.folds = [max(0, int(np.ceil((gcut * L / (2 * np.pi) - k / 2) / k)))
+                      for L, k in zip(lengths, n)]
+        ks = [np.fft.fftfreq(n[0], 1.0 / n[0]), np.fft.fftfreq(n[1], 1.0 / n[1]),
+              np.arange(n[2] // 2 + 1, dtype=float)]
+        # m along each axis as (2J+1, len(k)) arrays, flattened in that order
+        self.m = [(k[None, :] + nn * np.arange(-J, J + 1)[:, None]).ravel()
+                  for k, nn, J in zip(ks, n, self.folds)]
+        self.shape6 = tuple(x for J, k in zip(self.folds, ks) for x in (2 * J + 1, k.size))
+        recip = 2.0 * np.pi * np.linalg.inv(self.cell).T  # rows b_a with a_i·b_j = 2π δ_ij
+        G = (self.m[0][:, None, None, None] * recip[0] + self.m[1][None, :, None, None] * recip[1]
+             + self.m[2][None, None, :, None] * recip[2])
+        self.G = G  # (L0, L1, L2, 3)
+        self.gnorm = np.sqrt(np.einsum("abcd,abcd->abc", G, G))
+        self.inside = self.gnorm <= gcut
+        # half-space weights of the real FFT along axis 3: planes k3 = 0 and N3/2 count once
+        k3 = np.tile(ks[2], 2 * self.folds[2] + 1)
+        half = np.where((k3 == 0) | ((n[2] % 2 == 0) & (k3 == n[2] // 2)), 0.5, 1.0)
+        self.half_weight = half[None, None, :]
+        log.debug("reciprocal sums: %s aliases, %d wave vectors", self.folds, self.gnorm.size)
+
+    # ------------------------------------------------------------------ phases
+    @cached_property
+    def _atom_phases(self):
+        """e^{−2πi m_a f_Ia} per axis: three (n_atoms, L_a) arrays."""
+        return [np.exp(-2j * np.pi * np.outer(self.frac[:, a], self.m[a])) for a in range(3)]
+
+    def _structure_factor(self, weights: np.ndarray) -> np.ndarray:
+        """Σ_I w_I e^{−iG·R_I} on the wave-vector grid (L0, L1, L2)."""
+        e0, e1, e2 = self._atom_phases
+        x = (weights[:, None] * e0)[:, :, None] * e1[:, None, :]  # (I, L0, L1)
+        return (x.reshape(x.shape[0], -1).T @ e2).reshape(self.gnorm.shape)
+
+    def _atom_contraction(self, y: np.ndarray) -> np.ndarray:
+        """Σ_m y(m) e^{−iG·R_I} for every atom (complex, full sum from the half space)."""
+        e0, e1, e2 = self._atom_phases
+        L0, L1, L2 = y.shape
+        z = (y.reshape(L0 * L1, L2) @ e2.T).reshape(L0, L1, -1)  # (L0, L1, I)
+        z = np.einsum("abi,ib->ai", z, e1)
+        return np.einsum("ai,ia->i", z, e0)
+
+    def _sublattice_phases(self, s: int):
+        d = self.lattice.offsets[s]
+        n = self.lattice.divisions
+        return [np.exp(2j * np.pi * self.m[a] * d[a] / n[a]).reshape(
+            self.shape6[2 * a], self.shape6[2 * a + 1]) for a in range(3)]
+
+    # ------------------------------------------------------------------ sums
+    def _amplitudes(self, form_factors, weights, g0) -> np.ndarray:
+        """A(m) = Σ_k f̂_k(|G|) S_k(G) on the grid, zero beyond gcut; the G = 0 term is
+        ``g0`` (per species, default the form factor there)."""
+        amp = np.zeros(self.gnorm.shape, dtype=complex)
+        q = self.gnorm[self.inside]
+        for k, ff in enumerate(form_factors):
+            sel = self.species == k
+            if not sel.any():
+                continue
+            w = np.where(sel, weights, 0.0)
+            f = np.zeros(self.gnorm.shape)
+            f[self.inside] = ff(q)
+            if g0 is not None:
+                f[self._origin] = g0[k]
+            amp += f * self._structure_factor(w)
+        return amp
+
+    @cached_property
+    def _origin(self):
+        return tuple(int(np.flatnonzero(m == 0)[0]) for m in self.m)
+
+    def values(self, form_factors, weights=None, g0=None) -> np.ndarray:
+        """``Σ_I c_I Σ_T f_k(I)(x_p − R_I − T)`` at every point ``p`` of the lattice.
+
+        Parameters
+        ----------
+        form_factors : one callable ``|G| -> f̂`` per species
+        weights : (n_atoms,) ``c_I`` (default 1)
+        g0 : (n_species,) optional G = 0 value of each form factor (e.g. 0 for a Coulomb tail)
+        """
+        w = np.ones(self.frac.shape[0]) if weights is None else np.asarray(weights, float)
+        amp = self._amplitudes(form_factors, w, g0).reshape(self.shape6)
+        n = self.lattice.divisions
+        sites = np.empty(self.lattice.shape)
+        scale = np.prod(n) / self.volume
+        for s in range(self.lattice.offsets.shape[0]):
+            p0, p1, p2 = self._sublattice_phases(s)
+            wk = np.einsum("ajbkcl,aj,bk,cl->jkl", amp, p0, p1, p2, optimize=True)
+            sites[s] = np.fft.irfftn(wk, s=n, axes=(0, 1, 2)) * scale
+        return self.lattice.gather(sites)
+
+    def _point_transform(self, a: np.ndarray) -> np.ndarray:
+        """R(m) = Σ_p a_p e^{iG·x_p} on the grid (half space along the third axis)."""
+        sites = self.lattice.scatter(a)
+        out = np.zeros(self.shape6, dtype=complex)
+        for s in range(self.lattice.offsets.shape[0]):
+            ah = np.conj(np.fft.rfftn(sites[s]))  # Σ_n a e^{+2πi k·n/N}
+            p0, p1, p2 = self._sublattice_phases(s)
+            out += (p0[:, :, None, None, None, None] * p1[None, None, :, :, None, None]
+                    * p2[None, None, None, None, :, :]) * ah[None, :, None, :, None, :]
+        return out.reshape(self.gnorm.shape)
+
+    def per_atom(self, point_weights: np.ndarray, form_factors, g0=None,
+                 gradient: bool = False) -> np.ndarray:
+        """``Σ_p a_p f_k(I)(x_p − R_I)`` (periodic) for every atom, or with ``gradient`` its
+        derivative with respect to ``R_I``, (n_atoms, 3).
+
+        Parameters
+        ----------
+        point_weights : (n_points,) ``a_p``
+        """
+        r = self._point_transform(np.asarray(point_weights, dtype=np.float64))
+        f = np.zeros(self.gnorm.shape)
+        out = np.zeros((self.frac.shape[0], 3) if gradient else self.frac.shape[0])
+        q = self.gnorm[self.inside]
+        for k, ff in enumerate(form_factors):
+            sel = np.flatnonzero(self.species == k)
+            if sel.size == 0:
+                continue
+            f[:] = 0.0
+            f[self.inside] = ff(q)
+            if g0 is not None:
+                f[self._origin] = g0[k]
+            y = (2.0 / self.volume) * self.half_weight * f * r
+            if gradient:  # ∂/∂R e^{−iG·R} = −iG e^{−iG·R}
+                for d in range(3):
+                    out[sel, d] = np.real(self._atom_contraction(-1j * self.G[..., d] * y))[sel]
+            else:
+                out[sel] = np.real(self._atom_contraction(y))[sel]
+        return out

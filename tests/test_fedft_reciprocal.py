@@ -1,0 +1,128 @@
+"""Reciprocal-space ion sums (fedft._reciprocal, fedft._ions_reciprocal) against real-space
+sums, analytic transforms, the neighbour-list ion fields and finite differences."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from conftest import ERF_AL
+
+import fedft
+from fedft._discretisation import Discretisation
+from fedft._groundstate import prepare_system
+from fedft._ions import image_atoms, ion_fields
+from fedft._ions_reciprocal import ReciprocalIonFields, reciprocal_ion_fields, species_forms
+from fedft._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, short_range
+from fedft._reciprocal import ReciprocalSums, hankel_form_factor, point_lattice
+from meshes import graded_mesh, periodic_mesh
+
+FCC = np.array([[0.0, 3.8, 3.8], [3.8, 0.0, 3.8], [3.8, 3.8, 0.0]]) * 1.3
+
+
+def _gaussians(s):
+    return [lambda q, w=w: np.pi**1.5 * w**3 * np.exp(-(q * w) ** 2 / 4) for w in s]
+
+
+@pytest.mark.parametrize("points", ["quadrature", "dofs"])
+def test_sums_match_real_space_sums(points):
+    m = periodic_mesh(FCC, divisions=(9, 10, 11), order=2)
+    x = m.quad_points if points == "quadrature" else m.dof_positions
+    lat = point_lattice(x @ np.linalg.inv(FCC), m.divisions)
+    assert lat is not None and lat.offsets.shape[0] == (55 if points == "quadrature" else 8)
+    rng = np.random.default_rng(0)
+    pos = rng.random((3, 3)) @ FCC
+    species, s, c = np.array([0, 1, 0]), np.array([1.0, 1.5]), np.array([1.0, -2.0, 0.5])
+    sums = ReciprocalSums(lat, FCC, pos @ np.linalg.inv(FCC), species,
+                          2 * np.sqrt(np.log(1e15)) / s.min())
+    ip, ia = image_atoms(pos, FCC, 12.0)
+    diff = x[:, None, :] - ip[None]
+    e = np.exp(-(np.linalg.norm(diff, axis=2) / s[species[ia]]) ** 2)  # (points, images)
+    v = sums.values(_gaussians(s), c)
+    assert np.abs(v - e @ c[ia]).max() < 1e-12
+    a = rng.standard_normal(x.shape[0])
+    per_atom = np.array([a @ e[:, ia == i].sum(1) for i in range(3)])
+    assert np.allclose(sums.per_atom(a, _gaussians(s)), per_atom, rtol=0, atol=1e-11)
+    grad = np.stack([np.einsum("p,pj,pjd->d", a, e[:, ia == i],
+                               2 * diff[:, ia == i] / s[species[i]] ** 2) for i in range(3)])
+    assert np.allclose(sums.per_atom(a, _gaussians(s), gradient=True), grad, rtol=0,
+                       atol=1e-10)
+
+
+def test_no_point_lattice_on_graded_meshes():
+    g = graded_mesh(FCC, np.zeros((1, 3)), 0.5, 0.5, 1.2, order=2)
+    assert point_lattice(g.quad_points @ np.linalg.inv(FCC), g.divisions) is None
+
+
+def test_hankel_transform_of_a_gaussian():
+    f = hankel_form_factor(lambda r: np.exp(-(r / 1.3) ** 2), 12.0, 12.0)
+    q = np.linspace(0.0, 12.0, 997)
+    exact = np.pi**1.5 * 1.3**3 * np.exp(-(q * 1.3) ** 2 / 4)
+    assert np.abs(f(q) - exact).max() < 1e-10 * exact.max()
+
+
+def test_erf_short_range_form_factor_is_the_transform_of_its_table():
+    p = ErfPseudo(3.0, 1.0)
+    table = short_range(p, 2.0)
+    forms = species_forms(p, 2.0, table)
+    r = np.arange(table.values.size) * table.step
+    numeric = hankel_form_factor(lambda x: np.interp(x, r, table.values), table.cutoff, 12.0)
+    q = np.linspace(0.0, 12.0, 601)
+    assert np.abs(forms.v_short(q) - numeric(q)).max() < 1e-7 * np.abs(numeric(q)).max()
+
+
+def test_fields_match_the_neighbour_sums():
+    """Same g, V_sr, normalisation and self-energy density as the real-space ion fields (to
+    their tables' interpolation), and V_sr + V_lr = the pseudopotential at the points."""
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.1, seed=1)
+    system = prepare_system(atoms, {"Al": ERF_AL}, fedft.PRESETS["fast"])
+    disc = Discretisation(periodic_mesh(system.cell, spacing=0.7))
+    p, w = system.pseudos[0], 2.0
+    rec = reciprocal_ion_fields(disc, system, np.array([w]), [short_range(p, w)])
+    table = SpeciesTable.build(gaussian_charge(p.z, w), short_range(p, w))
+    real = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species, [table])
+    for name in ("gauss", "v_short"):
+        ref = getattr(real, name)
+        assert np.abs(getattr(rec, name) - ref).max() < 1e-7 * np.abs(ref).max(), name
+    assert np.allclose(rec.gauss_norm, real.gauss_norm, rtol=1e-7)  # linear tables: 2e-8
+    charges, widths = np.array([p.z]), np.array([w])
+    corr = np.linspace(-0.1, 0.2, len(atoms))
+    ref = real.self_density(charges, widths, per_atom=corr)
+    assert np.abs(rec.self_density(charges, widths, per_atom=corr) - ref).max() \
+        < 1e-7 * np.abs(ref).max()
+    # V_sr + V_lr is the pseudopotential: against another split, at width 4 bohr, of
+    # −Z erf(r/rc)/r into a real-space part (images within 60 bohr) and wide Gaussians;
+    # differences between points cancel the constant of the zero-mean convention
+    from scipy.special import erf
+
+    total = rec.v_short + rec.v_long
+    ip, _ = image_atoms(system.positions, system.cell, 60.0)
+    pick = np.random.default_rng(2).choice(disc.xq.shape[0], 6, replace=False)
+    d = np.linalg.norm(disc.xq[pick, None, :] - ip[None], axis=2)
+    short = (-p.z * (erf(d / p.rc) - erf(d / 4.0)) / d).sum(1)
+    wide = ReciprocalSums(disc.point_lattices[0], system.cell,
+                          system.positions @ np.linalg.inv(system.cell), system.species, 3.0)
+    smooth = wide.values([lambda q: np.where(q > 0, -4 * np.pi * p.z * np.exp(
+        -(q * 4.0) ** 2 / 4) / np.where(q > 0, q * q, 1.0), 0.0)], g0=[0.0])[pick]
+    expected = short + smooth
+    assert np.allclose(total[pick] - total[pick[0]], expected - expected[0], rtol=0, atol=1e-9)
+
+
+def test_forces_are_derivatives_of_the_energy(monkeypatch):
+    calls = []
+    forces = ReciprocalIonFields.forces
+    monkeypatch.setattr(ReciprocalIonFields, "forces",
+                        lambda self, rho: calls.append(1) or forces(self, rho))
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.08, seed=5)
+    kw = dict(preset="fast", tol_energy=1e-12, tol_residual=1e-8)
+    r0 = fedft.compute(atoms, {"Al": ERF_AL}, 1.0, **kw)
+    assert calls  # the reciprocal-space path (the default on uniform periodic meshes)
+    h = 1e-3  # Å
+    i, k = 2, 1
+    e = []
+    for sign in (1, -1):
+        a = atoms.copy()
+        a.positions[i, k] += sign * h
+        e.append(fedft.compute(a, {"Al": ERF_AL}, 1.0, **kw).energy)
+    fd = -(e[0] - e[1]) / (2 * h)
+    assert abs(fd - r0.forces[i, k]) < 2e-5 * max(1.0, abs(fd)), (fd, r0.forces[i, k])
