@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 #: bohr): the error ∫ρ δV_lr of the mesh's long-range potential is largest where the density
 #: piles up at the ion. Erf ions hold their density at the centre, so a wide Gaussian (2 bohr)
 #: is best (8.4e-5 Ha/atom vs 2.8e-4 at width 1); the repulsive GNH core holds little density
-#: at the centre, and width 1 bohr is best (6.8e-5 vs 2.2e-4 Ha/atom at width 2).
+#: at the centre, and width 1 bohr is best (6.8e-5 vs 2.2e-4 Ha/atom at width 2). With the
+#: ions summed in reciprocal space (crystals on uniform meshes) ``V_lr`` is exact and the width
+#: changes only how the electrostatic energy density is partitioned, not the energy.
 ERF_COMPENSATION_WIDTH = 2.0
 TABULATED_COMPENSATION_WIDTH = 1.0
 

@@ -126,3 +126,16 @@ def test_forces_are_derivatives_of_the_energy(monkeypatch):
         e.append(fedft.compute(a, {"Al": ERF_AL}, 1.0, **kw).energy)
     fd = -(e[0] - e[1]) / (2 * h)
     assert abs(fd - r0.forces[i, k]) < 2e-5 * max(1.0, abs(fd)), (fd, r0.forces[i, k])
+
+
+def test_energy_and_forces_do_not_depend_on_the_compensation_width():
+    """V_sr + V_lr is exact at the quadrature points: the split is invisible to the energy."""
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.05, seed=7)
+    r = [fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="fast", compensation_width=w)
+         for w in (1.5, 2.5)]
+    assert abs(r[0].energy - r[1].energy) < 1e-12 * abs(r[0].energy)  # measured 6e-16
+    assert np.abs(r[0].forces - r[1].forces).max() < 1e-10  # eV/Å; measured 1e-14
+    mesh = [fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="fast", compensation_width=w,
+                          reciprocal_ions=False).energy for w in (1.5, 2.5)]
+    assert abs(mesh[0] - mesh[1]) > 1e-6 * abs(mesh[0])  # the mesh solve's error does
