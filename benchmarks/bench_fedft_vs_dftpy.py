@@ -20,69 +20,63 @@ Usage::
     python benchmarks/bench_fedft_vs_dftpy.py [--sizes 4 32 108] [--target 1e-4]
         [--grading none all] [--grading-rate 0.3] [--h-max 0.48] [--graded-spacings 0.35 0.3]
 
-Measured 2026-11-22 on this project's 2-core machine, shared with three other jobs (load
-average 4-6, so absolute times are inflated ~2-3x and noisy; both codes ran in the same
-session), target 1e-4 Ha/atom, with ::
+Measured 2026-11-22 (fifth session) on this project's 2-core machine, nothing else running
+(load ~1), target 1e-4 Ha/atom, with the FFT solves and the reciprocal-space ion sums of
+uniform periodic meshes (``fedft._lattice``, ``fedft._ions_reciprocal``)::
 
-    python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading none all \\
-        --spacings 0.5 0.45 --graded-spacings 0.35 0.3
-
-after the ion-field speed-up (commit "fedft: faster ion fields, same results")::
+    python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 108 --grading none \
+        --spacings 0.55 0.5 0.45
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err  load
-        4  uniform     1.13    24.50   21.7       615      11664     0.45  +8.44e-05  5.5
-        4  graded      1.13    25.60   22.6       604      11664     0.30  +8.51e-05  5.5
-       32  uniform     1.62   190.23  117.2      3745      10719     0.45  +9.41e-05  5.2
-       32  graded      1.62   143.71   88.6      3719      10719     0.30  +9.50e-05  3.9
-    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-119 MB; graded: rate 0.3, h_max 0.48
-    fedft stages at 32 atoms, graded (s): ions 14.6, minimise 77.5, forces 18.5,
-    assembly 6.4, fields 25.4
+        4  uniform     0.33     2.40    7.3       439       8192     0.50  +8.32e-05  0.8
+       32  uniform     0.37    13.82   37.3      2508       7448     0.50  +9.40e-05  0.8
+      108  uniform     0.66    73.48  111.6      7705       7210     0.50  +9.80e-05  1.1
+    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-145 MB
+    fedft stages (s): N=4 ions 0.94, minimise 0.45, forces 0.04, assembly 0.43, fields 0.33;
+    N=32 ions 1.94, minimise 4.60, forces 0.38, assembly 2.08, fields 4.34; N=108 ions 7.36,
+    minimise 30.47, forces 3.89, assembly 12.49, fields 16.16
 
-and before it (same command, load 4-6): 4 atoms 29.6 s uniform / 32.3 s graded (DFTpy
-0.83 s), 32 atoms 265 s / 356 s (DFTpy 0.94 s), ratios 282x / 379x at 32 atoms, peak 1.4 GB
-at 4 atoms; stages at 32 atoms uniform: ions 44.9, minimise 85.5, forces 60.9, fields 59.3 s.
-An earlier session at lower load measured 18.98 s (4 atoms) and 115 s (32 atoms) for
-uniform fedft vs 0.52 s and 0.67 s for DFTpy (ratios 37x and 172x).
+(the 4-atom ion stage was 0.94 s because of a Hankel transform since made 6x cheaper). The
+same session, step by step (``--spacings 0.45``, graded ``--graded-spacings 0.3``,
+``--grading-rate 0.3 --h-max 0.48``; the graded rows use AMG and real-space ion sums, as
+before)::
 
-108 atoms, measured later the same day with one other benchmark beside it (load 2.2)::
+    atoms  mesh     DFTpy s  fedft s  ratio  DOFs/atom  fedft err
+        4  uniform     0.35     6.78   19.6      11664  +8.44e-05   FFT solves only
+       32  uniform     0.38    45.81  120.9      10719  +9.41e-05   FFT solves only
+      108  uniform     0.69   202.59  293.7      10415  +9.77e-05   FFT solves only
+        4  graded      0.35     8.42   24.4      11664  +8.51e-05
+       32  graded      0.38    93.96  247.9      10719  +9.50e-05
+      108  graded      0.69   527.20  764.4      10415  +9.86e-05
 
-    python benchmarks/bench_fedft_vs_dftpy.py --sizes 108 --grading none all \
-        --spacings 0.45 --graded-spacings 0.3
+and before both (commit 6bc2e19, same machine and day, idle): 32 atoms uniform 0.45 85.5 s,
+of which the minimiser 41.4 s (14 iterations, ~11 AMG V-cycles per Poisson solve; the exact
+FFT inverse as preconditioner takes 6 iterations and one CG step per solve). The reciprocal
+ion sums make the pseudopotential exact at the quadrature points, which removes the error of
+the mesh's long-range potential (erf Al, 4 atoms: 8.44e-5 -> 5.27e-5 Ha/atom at spacing
+0.45), so spacing 0.5 now reaches the target (7.2-8.2e3 DOFs/atom instead of 1.04-1.17e4),
+and they replace the neighbour-list passes (the ions, forces and fields stages took 32 of
+46 s at 32 atoms).
 
-    atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err  load
-      108  uniform     1.51   362.15  239.6     11569      10415     0.45  +9.77e-05  2.3
-      108  graded      1.51   534.31  353.6     11514      10415     0.30  +9.86e-05  2.2
-    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 146 MB (reference -2.6930242844 Ha/atom)
-    fedft stages (s), uniform: ions 32, minimise 210, forces 45, assembly 22, fields 48;
-    graded: ions 39, minimise 373, forces 47, assembly 17, fields 51
+The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**: 37x (from
+89-121x). Graded periodic meshes do not help this crystal (below) and stay slower than
+uniform ones, which now also have the FFT solvers and the reciprocal sums. What is left is the
+discretisation: P2 elements need ~30x more unknowns than DFTpy's plane waves for 1e-4
+Ha/atom (7448 vs 250 per atom) and ~10 quadrature points per unknown; at 32 atoms the
+one-off per-mesh work (matrices, quadrature and projection operators, sublattices: ~5 s) and
+19 functional evaluations (~0.24 s each: interpolation to 2.5M quadrature points, LDA,
+products) remain, against DFTpy's 0.37 s in all. Reaching 5x needs far fewer unknowns per
+atom at this accuracy (higher-order or spectral elements) or a matrix-free structured
+implementation, not grading.
 
-(only the spacings that reached the target at 32 atoms were run). The issue's target,
-fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is not met (89-117x at 32 atoms, 240-354x at
-108 atoms).
-
-Graded meshes do not help this crystal. Over rate 0.2-0.6, h_max 0.45-1.0 bohr and h_min
-0.3-0.6 bohr (4 and 32 atoms), the error depends on the number of nodes per axis, not on
-where they are: at 17 intervals per axis (4 atoms) uniform 1.05e-4, graded (spacing, rate,
-h_max) = (0.3, 0.3, 0.5) 1.07e-4; at 35 (32 atoms) uniform 9.41e-5, graded 9.50e-5; at 4394
-DOFs/atom uniform 0.6 gives 2.95e-4, graded (0.35, 0.3, 1.0) 3.29e-4; coarser interstitial
-elements (h_max 0.8-1.0, 2000-3500 DOFs/atom) give 3.9-7.8e-4. The tensor-product grading can only
-coarsen between the atomic planes (1.9 bohr from the nearest one at most), and there is no
-error concentrated at the nuclei to refine: the erf core (rc = 1 bohr) is soft, and about
-half of the error at h ≈ 0.5 bohr is the mesh's long-range potential of the 2-bohr
-compensation Gaussians, which varies between the atoms as much as at them (uniform spacing
-0.5, compensation width 2 / 2.5 / 3 / 4 bohr: 1.33e-4 / 9.8e-5 / 8.7e-5 / 8.3e-5 Ha/atom).
-So the cheapest graded setting reaching 1e-4 Ha/atom (spacing 0.3, rate 0.3, h_max 0.48)
-has the node count of the uniform 0.45 mesh, 1.07-1.17e4 DOFs/atom.
-
-The target of issue #7, fedft/DFTpy <= 5 at 32 atoms, is not met (89-117x in this session).
-DFTpy reaches 1.7e-5 Ha/atom already at its coarsest grid (200 eV, 250 points/atom): plane
-waves are spectrally accurate for these smooth pseudopotentials, while P2 elements need ~43x
-more unknowns (1.07e4 DOFs/atom) for 1e-4 Ha/atom, and each unknown costs more (sparse AMG
-solves vs FFTs; the minimiser alone takes 48-64x DFTpy's whole run at 32 atoms). Meeting it
-needs fewer DOFs per atom at this accuracy (higher order elements, or a more accurate
-long-range ion potential than its mesh solve: a 2.5-bohr compensation width reaches 9.8e-5
-at 8192 DOFs/atom on 4 atoms, but its longer short-range tables make the ion fields dearer
-and the run was no faster), not grading.
+Graded meshes and this crystal (measured in the fourth session, real-space ion sums): over
+rate 0.2-0.6, h_max 0.45-1.0 bohr and h_min 0.3-0.6 bohr (4 and 32 atoms), the error
+depends on the number of nodes per axis, not on where they are: at 17 intervals per axis (4
+atoms) uniform 1.05e-4, graded (spacing, rate, h_max) = (0.3, 0.3, 0.5) 1.07e-4; at 35 (32
+atoms) uniform 9.41e-5, graded 9.50e-5; coarser interstitial elements (h_max 0.8-1.0,
+2000-3500 DOFs/atom) give 3.9-7.8e-4. The tensor-product grading can only coarsen between the
+atomic planes (1.9 bohr from the nearest one at most), and there is no error concentrated at
+the nuclei to refine: the erf core (rc = 1 bohr) is soft.
 """
 
 from __future__ import annotations
