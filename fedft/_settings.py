@@ -78,6 +78,9 @@ class Settings:
     reciprocal_ions: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.reciprocal_ions, bool):
+            raise SettingsError(f"setting reciprocal_ions must be True or False, got "
+                                f"{self.reciprocal_ions!r}")
         if self.grading not in GRADINGS:
             raise SettingsError(f"grading must be one of {GRADINGS}, got {self.grading!r}")
         for name in ("spacing", "grading_rate", "h_max", "vacuum", "min_boundary_distance"):

@@ -139,3 +139,8 @@ def test_energy_and_forces_do_not_depend_on_the_compensation_width():
     mesh = [fedft.compute(atoms, {"Al": ERF_AL}, 1.0, preset="fast", compensation_width=w,
                           reciprocal_ions=False).energy for w in (1.5, 2.5)]
     assert abs(mesh[0] - mesh[1]) > 1e-6 * abs(mesh[0])  # the mesh solve's error does
+
+
+def test_reciprocal_ions_setting_must_be_a_bool():
+    with pytest.raises(fedft.SettingsError, match="reciprocal_ions must be True or False"):
+        fedft.compute(bulk("Al", "fcc", a=4.05), {"Al": ERF_AL}, 1.0, reciprocal_ions="yes")
