@@ -172,19 +172,30 @@ class ReciprocalSums:
         """e^{−2πi m_a f_Ia} per axis: three (n_atoms, L_a) arrays."""
         return [np.exp(-2j * np.pi * np.outer(self.frac[:, a], self.m[a])) for a in range(3)]
 
+    def _atom_chunks(self):
+        """Atom slices whose (atoms, L0, L1) temporaries stay near 64 MB."""
+        step = max(1, int(4e6 // (self.m[0].size * self.m[1].size)))
+        return [slice(i, i + step) for i in range(0, self.frac.shape[0], step)]
+
     def _structure_factor(self, weights: np.ndarray) -> np.ndarray:
         """Σ_I w_I e^{−iG·R_I} on the wave-vector grid (L0, L1, L2)."""
         e0, e1, e2 = self._atom_phases
-        x = (weights[:, None] * e0)[:, :, None] * e1[:, None, :]  # (I, L0, L1)
-        return (x.reshape(x.shape[0], -1).T @ e2).reshape(self.gnorm.shape)
+        out = np.zeros(self.gnorm.shape, dtype=complex)
+        for c in self._atom_chunks():
+            x = (weights[c, None] * e0[c])[:, :, None] * e1[c, None, :]  # (I, L0, L1)
+            out += (x.reshape(x.shape[0], -1).T @ e2[c]).reshape(self.gnorm.shape)
+        return out
 
     def _atom_contraction(self, y: np.ndarray) -> np.ndarray:
         """Σ_m y(m) e^{−iG·R_I} for every atom (complex, full sum from the half space)."""
         e0, e1, e2 = self._atom_phases
         L0, L1, L2 = y.shape
-        z = (y.reshape(L0 * L1, L2) @ e2.T).reshape(L0, L1, -1)  # (L0, L1, I)
-        z = np.einsum("abi,ib->ai", z, e1)
-        return np.einsum("ai,ia->i", z, e0)
+        out = np.empty(self.frac.shape[0], dtype=complex)
+        for c in self._atom_chunks():
+            z = (y.reshape(L0 * L1, L2) @ e2[c].T).reshape(L0, L1, -1)  # (L0, L1, I)
+            z = np.einsum("abi,ib->ai", z, e1[c])
+            out[c] = np.einsum("ai,ia->i", z, e0[c])
+        return out
 
     def _sublattice_phases(self, s: int):
         d = self.lattice.offsets[s]

@@ -145,3 +145,17 @@ def test_energy_and_forces_do_not_depend_on_the_compensation_width():
 def test_reciprocal_ions_setting_must_be_a_bool():
     with pytest.raises(fedft.SettingsError, match="reciprocal_ions must be True or False"):
         fedft.compute(bulk("Al", "fcc", a=4.05), {"Al": ERF_AL}, 1.0, reciprocal_ions="yes")
+
+
+def test_chunks_of_atoms_change_nothing(monkeypatch):
+    m = periodic_mesh(FCC, divisions=(5, 6, 7), order=2)
+    lat = point_lattice(m.quad_points @ np.linalg.inv(FCC), m.divisions)
+    frac = np.random.default_rng(0).random((7, 3))
+    sums = ReciprocalSums(lat, FCC, frac, np.array([0, 1, 0, 1, 1, 0, 0]), 8.0)
+    forms = _gaussians([1.0, 1.4])
+    a = np.random.default_rng(1).standard_normal(m.quad_points.shape[0])
+    whole = sums.values(forms), sums.per_atom(a, forms, gradient=True)
+    monkeypatch.setattr(sums, "_atom_chunks", lambda: [slice(i, i + 2) for i in range(0, 7, 2)])
+    chunked = sums.values(forms), sums.per_atom(a, forms, gradient=True)
+    for x, y in zip(whole, chunked):
+        assert np.allclose(x, y, rtol=0, atol=1e-13)
