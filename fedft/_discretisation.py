@@ -21,6 +21,7 @@ import pyamg
 from meshes import TetMesh
 
 from ._errors import ConvergenceError
+from ._fastdiag import tensor_preconditioner
 from ._lattice import lattice_solver
 from ._reciprocal import point_lattice
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
@@ -104,15 +105,17 @@ class Discretisation:
         self.periodic = m.is_periodic
         self._lattice = None
         if self.periodic:
-            # uniform periodic meshes: exact FFT solves (fedft._lattice); else AMG
+            # uniform periodic meshes: exact FFT solves (fedft._lattice); graded grids of
+            # orthorhombic cells: fast diagonalisation (fedft._fastdiag); else AMG
             self._lattice = lattice_solver(self.K, m.dof_frac, m.divisions)
-            if self._lattice is None:
+            self._poisson_prec = self._lattice
+            if self._poisson_prec is None:
+                self._poisson_prec = tensor_preconditioner(m, np.arange(m.n_dofs), 1.0, 0.0)
+            if self._poisson_prec is None:
                 scale = self.K.diagonal().mean() / self.M.diagonal().mean()
                 A = (self.K + 1e-6 * scale * self.M).tocsr()
                 self._poisson_prec = pyamg.ruge_stuben_solver(
                     A, max_coarse=300).aspreconditioner(cycle="V")
-            else:
-                self._poisson_prec = self._lattice
         else:
             if any(m.pbc):
                 raise ValueError("meshes periodic along some axes only are not supported")
@@ -123,9 +126,12 @@ class Discretisation:
             K = self.K.tocsr()
             self._K_ii = K[self.interior][:, self.interior].tocsr()
             self.centre = np.asarray(m.origin) + 0.5 * np.asarray(m.cell).sum(axis=0)
-            # graded meshes: smoothed aggregation measured 2x faster than Ruge-Stüben
-            self._poisson_prec = pyamg.smoothed_aggregation_solver(
-                self._K_ii, max_coarse=300).aspreconditioner(cycle="V")
+            # tensor grids of orthorhombic boxes: fast diagonalisation (fedft._fastdiag); else
+            # smoothed aggregation (measured 2x faster than Ruge-Stüben on graded meshes)
+            self._poisson_prec = tensor_preconditioner(m, self.interior, 1.0, 0.0)
+            if self._poisson_prec is None:
+                self._poisson_prec = pyamg.smoothed_aggregation_solver(
+                    self._K_ii, max_coarse=300).aspreconditioner(cycle="V")
             self._setup_multipoles()
         log.debug("discretisation: %d DOFs, %d quadrature points, Poisson by %s%s",
                   m.n_dofs, self.wq.size, "AMG" if self._lattice is None else "FFT",
@@ -276,9 +282,10 @@ class Discretisation:
         key = (round(stiffness_weight, 12), round(mass_weight, 12))
         if key not in self._precond:
             A = (stiffness_weight * self.K + mass_weight * self.M).tocsr()
-            exact = None
             if self._lattice is not None:
-                exact = lattice_solver(A, self.mesh.dof_frac, self.mesh.divisions)
-            self._precond[key] = exact if exact is not None else pyamg.ruge_stuben_solver(
+                prec = lattice_solver(A, self.mesh.dof_frac, self.mesh.divisions)
+            else:  # the fast-diagonalisation inverse here took 26 minimiser iterations
+                prec = None  # where this V-cycle takes 18 (Al13, fast preset): AMG
+            self._precond[key] = prec if prec is not None else pyamg.ruge_stuben_solver(
                 A, max_coarse=300).aspreconditioner(cycle="V")
         return self._precond[key]
