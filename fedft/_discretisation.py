@@ -4,10 +4,12 @@ minimiser's preconditioner.
 
 Periodic cells solve ``-∇²v = 4π(n − n̄)`` for a zero-mean ``v``. Isolated boxes (open
 boundaries) carry the monopole, dipole and quadrupole of ``n`` by analytic Gaussian multipoles
-and solve the remainder with zero Dirichlet values (:mod:`fedft._multipole`); the interior block
-of the stiffness matrix is non-singular and gets its own (smoothed-aggregation) AMG
-hierarchy. Uniform periodic meshes solve exactly by FFT instead of AMG (:mod:`fedft._lattice`):
-their matrices are block-circulant."""
+and solve the remainder with zero Dirichlet values (:mod:`fedft._multipole`) on the
+non-singular interior block of the stiffness matrix. Poisson solves: exact by FFT on uniform
+periodic meshes (block-circulant matrices, :mod:`fedft._lattice`), CG preconditioned by fast
+diagonalisation on the graded tensor grids of orthorhombic boxes (:mod:`fedft._fastdiag`),
+AMG-preconditioned CG otherwise (Ruge-Stüben for periodic cells, smoothed aggregation for
+open boxes)."""
 
 from __future__ import annotations
 
