@@ -94,14 +94,16 @@ class TensorPreconditioner:
 
     def __call__(self, b: np.ndarray) -> np.ndarray:
         V1, V2, V3 = self.vectors
-        x = np.asarray(b, dtype=np.float64)[self.order].reshape(self.inverse.shape)
-        x = np.einsum("ia,ijk->ajk", V1, x, optimize=True)
-        x = np.einsum("jb,ajk->abk", V2, x, optimize=True)
-        x = np.einsum("kc,abk->abc", V3, x, optimize=True)
+        n1, n2, n3 = self.inverse.shape
+        x = np.asarray(b, dtype=np.float64)[self.order]
+        # mode products as matrix products (the middle one batched over the first axis)
+        x = (V1.T @ x.reshape(n1, n2 * n3)).reshape(n1, n2, n3)
+        x = V2.T @ x
+        x = x @ V3
         x *= self.inverse
-        x = np.einsum("kc,abc->abk", V3, x, optimize=True)
-        x = np.einsum("jb,abk->ajk", V2, x, optimize=True)
-        x = np.einsum("ia,ajk->ijk", V1, x, optimize=True)
+        x = x @ V3.T
+        x = V2 @ x
+        x = V1 @ x.reshape(n1, n2 * n3)
         out = np.empty(self.order.size)
         out[self.order] = x.ravel()
         return out
