@@ -71,7 +71,9 @@ the bond and surface regions where the density is still large; refining converge
 (the dimer of ``tests/test_fedft_isolated_dftpy.py``: +9.9e-4 → +1.8e-4 → +1.2e-4 Ha/atom at
 the accurate preset, spacing 0.35 + rate 0.15, the tight preset). Stages of the fine run (s):
 ions 36, minimise 1042, forces 19, assembly 30, fields 29. DFTpy's converged box took 6.4 s:
-fedft is 33x (accurate) to 180x (fine) slower here. Wider compensation Gaussians for the ions
+fedft is 33x (accurate) to 180x (fine) slower here. With the fast-diagonalisation Poisson
+solves (fifth session, commit 845c305) the accurate row takes 75.6 s instead of 211 s, same
+energy and forces (minimise 49.6 s, assembly 9.6, fields 6.9, ions 3.9, forces 2.7). Wider compensation Gaussians for the ions
 (4 bohr instead of the default 2 for erf pseudopotentials; ``--fedft-extra
 accurate:compensation_width=4``) cut the accurate preset's energy error by 39 % at the same
 DOFs and time (forces unchanged): part of the error is the mesh's potential of the narrow
@@ -87,17 +89,18 @@ Gaussians on the coarse graded elements. Not adopted as a default yet (a lead).
     DFTpy 150 eV (coarsest tried), 48 bohr box: +1.9e-05; boxes at 150 eV: 28 -3.3e-03,
     30 -1.2e-03, 32 -3.3e-04, 34 -2.4e-04, 36 -5.4e-05 -> DFTpy 150 eV, 36 bohr box
 
-    Al55, time to 1e-4 Ha/atom (fresh child processes, one after the other)
+    Al55, time to 1e-4 Ha/atom (fresh child processes, one after the other; fifth session,
+    fast-diagonalisation Poisson solves, commit 1a59851, machine otherwise idle)
     code   setting          points/DOFs   time s  peak MB   err Ha/atom  load
-    DFTpy  150 eV, box 36        64,000      4.0      207     -5.42e-05   4.0
-    fedft  fast                 480,557    305.1     4972     +3.32e-03   1.1  (not reached)
-    fedft  accurate           1,295,029   1609.9    13339     +8.60e-04   2.0  (not reached)
-    ratio fedft/DFTpy >= 406 (fedft's finest run, which does not reach the target)
+    DFTpy  150 eV, box 36        64,000      1.2      211     -5.42e-05   0.9
+    fedft  fast                 480,557    108.0     4962     +3.32e-03   1.2  (not reached)
+    fedft  accurate           1,295,029    575.4    13324     +8.60e-04   1.3  (not reached)
+    ratio fedft/DFTpy >= 482 (fedft's finest run, which does not reach the target)
 
-The DFTpy rows come from the cache of an earlier run the same day (load 4; its fast fedft run
-on an earlier open-boundary form, commit 2f26e28, was −4.4e-4 Ha/atom in 1436 s); the fedft
-rows are the final form, vacuum 16 (fast) and 20 (accurate) bohr; max |ΔF| 1.1e-2 and
-3.2e-3 Ha/bohr. The mesh that reaches 2e-4 for Al13 (spacing 0.35, rate 0.15) has ~3.6M
+(the DFTpy cutoff and box scans were rerun the same hour; fedft's energies equal those of
+the fourth session's AMG-preconditioned runs to the printed 1e-9 Ha/atom, which took 305 s
+and 1610 s). fedft: vacuum 16 (fast) and 20 (accurate)
+bohr; max |ΔF| 1.1e-2 and 3.2e-3 Ha/bohr. The mesh that reaches 2e-4 for Al13 (spacing 0.35, rate 0.15) has ~3.6M
 DOFs for Al55 (``meshes.graded_mesh`` counts), ~35-40 GB by the 10 KB/DOF measured above,
 beyond this machine. The target "fedft faster than DFTpy at 1e-4 Ha/atom for Al55" is not
 met: DFTpy needs 64,000 plane-wave grid points and 4 s; the tensor-product graded mesh keeps
