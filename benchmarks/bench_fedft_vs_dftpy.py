@@ -49,7 +49,12 @@ before)::
        32  graded      0.38    93.96  247.9      10719  +9.50e-05
       108  graded      0.69   527.20  764.4      10415  +9.86e-05
 
-and before both (commit 6bc2e19, same machine and day, idle): 32 atoms uniform 0.45 85.5 s,
+With the fast-diagonalisation Poisson solves of graded grids (commit 1a59851; ``--sizes 4 32
+--grading all --graded-spacings 0.3``): graded 4 atoms 7.27 s (21.5x), 32 atoms 62.47 s
+(160x; minimise 21.0 s instead of 51.7, ions 7.8, forces 11.2, fields 14.4 s: the real-space
+ion sums, which the reciprocal ones replace only on uniform meshes), DFTpy 0.34 and 0.39 s.
+
+Before both (commit 6bc2e19, same machine and day, idle): 32 atoms uniform 0.45 85.5 s,
 of which the minimiser 41.4 s (14 iterations, ~11 AMG V-cycles per Poisson solve; the exact
 FFT inverse as preconditioner takes 6 iterations and one CG step per solve). The reciprocal
 ion sums make the pseudopotential exact at the quadrature points, which removes the error of
