@@ -24,8 +24,7 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
-from ._lattice import lattice_solver
-from ._reciprocal import point_lattice
+from ._lattice import lattice_solver, point_lattice
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -105,13 +104,14 @@ class Discretisation:
         self.basis_integrals = m.basis_integrals
         self.volume = m.volume
         self.periodic = m.is_periodic
-        self._lattice = None
+        self._dof_lattice = None  # sublattices of the DOFs of a uniform periodic mesh
         if self.periodic:
             # uniform periodic meshes: exact FFT solves (fedft._lattice); graded grids of
             # orthorhombic cells: fast diagonalisation (fedft._fastdiag); else AMG
-            self._lattice = lattice_solver(self.K, m.dof_frac, m.divisions)
-            self._poisson_prec = self._lattice
+            self._dof_lattice = point_lattice(m.dof_frac, m.divisions)
+            self._poisson_prec = lattice_solver(self.K, self._dof_lattice)
             if self._poisson_prec is None:
+                self._dof_lattice = None
                 self._poisson_prec = tensor_preconditioner(m, np.arange(m.n_dofs), 1.0, 0.0)
             if self._poisson_prec is None:
                 scale = self.K.diagonal().mean() / self.M.diagonal().mean()
@@ -136,20 +136,18 @@ class Discretisation:
                     self._K_ii, max_coarse=300).aspreconditioner(cycle="V")
             self._setup_multipoles()
         log.debug("discretisation: %d DOFs, %d quadrature points, Poisson by %s%s",
-                  m.n_dofs, self.wq.size, "AMG" if self._lattice is None else "FFT",
+                  m.n_dofs, self.wq.size, type(self._poisson_prec).__name__,
                   "" if self.periodic else f", {self.boundary.size} boundary DOFs")
 
     @cached_property
     def point_lattices(self):
-        """Uniform periodic meshes: the sublattices (:class:`fedft._reciprocal.PointLattice`)
-        of the quadrature points and of the DOFs; None otherwise."""
-        if self._lattice is None:
+        """Uniform periodic meshes: the sublattices (:class:`fedft._lattice.PointLattice`) of
+        the quadrature points and of the DOFs; None otherwise."""
+        if self._dof_lattice is None:
             return None
         m = self.mesh
-        inv = np.linalg.inv(m.cell)
-        quad = point_lattice((self.xq - m.origin) @ inv, m.divisions)
-        nodes = point_lattice(m.dof_frac, m.divisions)
-        return None if quad is None or nodes is None else (quad, nodes)
+        quad = point_lattice((self.xq - m.origin) @ np.linalg.inv(m.cell), m.divisions)
+        return None if quad is None else (quad, self._dof_lattice)
 
     def load(self, values_q: np.ndarray) -> np.ndarray:
         """Load vector ``∫ f φ_i`` of a field given at the quadrature points."""
@@ -284,8 +282,8 @@ class Discretisation:
         key = (round(stiffness_weight, 12), round(mass_weight, 12))
         if key not in self._precond:
             A = (stiffness_weight * self.K + mass_weight * self.M).tocsr()
-            if self._lattice is not None:
-                prec = lattice_solver(A, self.mesh.dof_frac, self.mesh.divisions)
+            if self._dof_lattice is not None:
+                prec = lattice_solver(A, self._dof_lattice)
             else:  # the fast-diagonalisation inverse here took 26 minimiser iterations
                 prec = None  # where this V-cycle takes 18 (Al13, fast preset): AMG
             self._precond[key] = prec if prec is not None else pyamg.ruge_stuben_solver(

@@ -55,11 +55,10 @@ def axis_matrices(nodes: np.ndarray, order: int, periodic: bool, dirichlet: bool
     K = np.zeros((n_all, n_all))
     M = np.zeros((n_all, n_all))
     ke, me = (_K1, _M1) if order == 1 else (_K2, _M2)
-    local = np.arange(order + 1)
-    for i in range(n_int):  # O(n) small loop over the intervals of one axis, once per mesh
-        idx = order * i + local
-        K[np.ix_(idx, idx)] += ke / h[i]
-        M[np.ix_(idx, idx)] += me * h[i]
+    idx = order * np.arange(n_int)[:, None] + np.arange(order + 1)  # (intervals, local)
+    rows, cols = idx[:, :, None], idx[:, None, :]
+    np.add.at(K, (rows, cols), ke[None] / h[:, None, None])
+    np.add.at(M, (rows, cols), me[None] * h[:, None, None])
     pos = np.empty(n_all)
     pos[::order] = nodes
     if order == 2:
@@ -137,10 +136,9 @@ def tensor_preconditioner(mesh, dofs: np.ndarray, stiffness_weight: float,
         K, M, pos = axis_matrices(np.asarray(axis) * lengths[k], mesh.order, bool(periodic),
                                   dirichlet)
         x = frac[:, k] * lengths[k]
-        i = np.clip(np.searchsorted(pos, x), 1, max(pos.size - 1, 1))
-        i = np.where(np.abs(pos[i - 1] - x) < np.abs(pos[np.minimum(i, pos.size - 1)] - x),
-                     i - 1, np.minimum(i, pos.size - 1))
-        if pos.size == 0 or np.abs(pos[i] - x).max() > 1e-8 * lengths[k]:
+        tol = 1e-8 * lengths[k]
+        i = np.minimum(np.searchsorted(pos, x - tol), pos.size - 1)  # first node >= x - tol
+        if pos.size == 0 or np.abs(pos[i] - x).max() > tol:
             return None
         mats.append((K, M))
         index.append(i)

@@ -41,8 +41,6 @@ import numpy as np
 
 from ._ewald import gaussian_overlap_energy
 from ._functional import C_F
-from ._ions import ion_fields
-from ._ions_reciprocal import ReciprocalIonFields
 from ._xc import lda_xc
 
 GAUGES = ("gradient", "laplacian")
@@ -120,13 +118,7 @@ def nodal_fields(gs) -> dict:
     out["vw_laplacian_shift"] = -(lam / 8.0) * lap
 
     # potentials at the nodes: the short-range part needs the ions at the node positions
-    if isinstance(gs.ions, ReciprocalIonFields):
-        v_short = gs.ions.nodal("v_short")
-    else:
-        v_short = ion_fields(mesh.dof_positions, W, gs.system.positions, gs.system.cell,
-                             gs.system.species, gs.ions.tables, gauss_norm=gs.ions.gauss_norm,
-                             periodic=gs.system.periodic).v_short
-    v_local = v_short + gs.v_long
+    v_local = gs.ions.nodal_v_short(mesh) + gs.v_long
     out["rho"] = u * u
     out["v_hartree"] = gs.v_hartree.copy()
     out["v_local"] = v_local

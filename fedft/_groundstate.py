@@ -336,7 +336,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     n_e = system.n_electrons
     if ions is not None:
         v_long_q = ions.v_long
-        v_long = ions.nodal("v_long")
+        v_long = ions.nodal_v_long()
     else:
         tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
                   for p, s, sh in zip(system.pseudos, widths, shorts)]

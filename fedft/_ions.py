@@ -118,6 +118,13 @@ class IonFields:
                 self.v_short += np.bincount(qi, weights=vals[:, 1], minlength=nq)
         return self
 
+    def nodal_v_short(self, mesh) -> np.ndarray:
+        """``Σ_I V_sr,I`` (Ha) at the DOFs of ``mesh``, from the same atom images."""
+        at_dofs = IonFields(points=mesh.dof_positions, weights=np.ones(mesh.n_dofs),
+                            species=self.species, tables=self.tables, image_pos=self.image_pos,
+                            image_atom=self.image_atom, cutoff=self.cutoff)
+        return at_dofs.compute().v_short
+
     def self_density(self, charges: np.ndarray, widths: np.ndarray,
                      per_atom: np.ndarray | None = None) -> np.ndarray:
         """``Σ_I ½ g_I(x) φ_I(x)`` at the points (Ha/bohr³): each compensation Gaussian in its

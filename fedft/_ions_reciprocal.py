@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._lattice import PointLattice
 from ._pseudo import ErfPseudo, _erf_over_r
-from ._reciprocal import (FORM_FACTOR_TOLERANCE, PointLattice, ReciprocalSums,
-                          hankel_form_factor)
+from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, hankel_form_factor
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,14 @@ class ReciprocalIonFields:
         out = self.sums.values([f.self_energy for f in self.forms])
         return out if per_atom is None else out - self.spread(per_atom)
 
-    def nodal(self, which: str) -> np.ndarray:
-        """``"v_short"`` or ``"v_long"`` at the DOFs of the mesh."""
-        sums = ReciprocalSums(self.node_lattice, self.sums.cell, self.sums.frac,
-                              self.sums.species, self.sums.gcut)
-        if which == "v_long":
-            return sums.values([f.v_long for f in self.forms], g0=np.zeros(len(self.forms)))
-        return sums.values([f.v_short for f in self.forms])
+    def nodal_v_long(self) -> np.ndarray:
+        """The zero-mean ``V_lr`` (Ha) at the DOFs of the mesh."""
+        return self.sums.values([f.v_long for f in self.forms], g0=np.zeros(len(self.forms)),
+                                lattice=self.node_lattice)
+
+    def nodal_v_short(self, mesh) -> np.ndarray:
+        """``Σ_I V_sr,I`` (Ha) at the DOFs of ``mesh`` (the mesh of these fields)."""
+        return self.sums.values([f.v_short for f in self.forms], lattice=self.node_lattice)
 
 
 def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | None:

@@ -11,9 +11,11 @@ discrete Fourier transform over ``n`` turns it into one ``S × S`` block ``Â(k)
 ``N₁N₂N₃`` points: no iterations, no multigrid setup. ``Â(0)`` of the stiffness is singular (the
 constant); its pseudo-inverse returns the solution orthogonal to the constant.
 
-:func:`lattice_solver` recognises the structure from the DOF positions and the matrix alone and
-checks it (``A x`` of a random ``x`` both ways) before returning a solver; a mesh or matrix
-without it (graded axes, an open box) gets ``None`` and the caller keeps its iterative solver.
+:func:`point_lattice` finds the sublattices of any point set of such a mesh (the DOFs; the
+quadrature points, for :mod:`fedft._reciprocal`); :func:`lattice_solver` takes the DOFs' and
+checks the matrix (``A x`` of a random ``x`` both ways) before returning a solver; a mesh or
+matrix without the structure (graded axes, an open box) gets ``None`` and the caller keeps its
+iterative solver.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatticeSolver", "lattice_solver"]
+__all__ = ["PointLattice", "point_lattice", "LatticeSolver", "lattice_solver"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,48 +70,81 @@ class LatticeSolver:
         return self._apply(self.symbol, np.asarray(x, dtype=np.float64))
 
 
-def _sublattice_index(dof_frac: np.ndarray, divisions) -> np.ndarray | None:
-    """(S, N₁, N₂, N₃) DOF index of every sublattice site, or None when the DOFs do not sit on
-    the half-integer sublattices of a uniform ``divisions`` grid exactly once each."""
+@dataclass(frozen=True, eq=False)
+class PointLattice:
+    """Points of a uniform periodic mesh as ``S`` sublattices of its grid of sub-cells
+    (several points may share a site: the edge-midpoint points of the degree-5 rule).
+
+    Attributes
+    ----------
+    offsets : (S, 3) float
+        Offset ``δ_s`` of each sublattice inside a sub-cell, in sub-cell units ([0, 1)).
+    divisions : (3,) int
+    site : (n_points,) int
+        Site of each point in the C-ordered (S, N₁, N₂, N₃) array of sites.
+    """
+
+    offsets: np.ndarray
+    divisions: tuple
+    site: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return (self.offsets.shape[0], *self.divisions)
+
+    def gather(self, sites: np.ndarray) -> np.ndarray:
+        """Values at the points from values (S, N₁, N₂, N₃) at the sites."""
+        return sites.reshape(-1)[self.site]
+
+    def scatter(self, values: np.ndarray) -> np.ndarray:
+        """(S, N₁, N₂, N₃) sums over the points of each site."""
+        return np.bincount(self.site, weights=values,
+                           minlength=int(np.prod(self.shape))).reshape(self.shape)
+
+
+def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattice | None:
+    """The sublattices of points at fractional coordinates ``frac`` (n, 3) on a uniform
+    ``divisions`` grid, or None when the points do not repeat identically in every sub-cell."""
     n = np.asarray(divisions, dtype=np.int64)
-    t2 = 2.0 * np.asarray(dof_frac) * n
-    two = np.rint(t2)
-    if two.size == 0 or np.abs(t2 - two).max() > 1e-6:
-        return None
-    two = two.astype(np.int64) % (2 * n)
-    cells = two // 2
-    code = (two % 2) @ np.array([4, 2, 1])
-    types, kind = np.unique(code, return_inverse=True)
+    t = np.asarray(frac, dtype=np.float64) * n
+    base = np.floor(t + tol)
+    exact = np.maximum(t - base, 0.0)
+    cells = base.astype(np.int64) % n
+    # group equal offsets by a 63-bit key of 21-bit quantised coordinates (one 1-D sort)
+    q = np.rint(exact * (1 << 20)).astype(np.int64)
+    keys, kind = np.unique((q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2], return_inverse=True)
+    kind = kind.ravel()
+    counts = np.bincount(kind)  # the exact offsets: mean of each group
+    uniq = np.stack([np.bincount(kind, weights=exact[:, a]) / counts for a in range(3)], 1)
     n_cells = int(np.prod(n))
-    key = kind * n_cells + np.ravel_multi_index(cells.T, tuple(n))
-    if key.size != types.size * n_cells or np.unique(key).size != key.size:
+    site = kind * n_cells + np.ravel_multi_index(cells.T, tuple(n))
+    if np.count_nonzero(np.bincount(site, minlength=uniq.shape[0] * n_cells)) \
+            != uniq.shape[0] * n_cells:
         return None
-    index = np.empty(key.size, dtype=np.int64)
-    index[key] = np.arange(key.size)
-    return index.reshape((types.size, *n))
+    return PointLattice(offsets=uniq, divisions=tuple(int(k) for k in n), site=site)
 
 
-def lattice_solver(A, dof_frac: np.ndarray, divisions, check_rtol: float = 1e-11,
+def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
                    seed: int = 0) -> LatticeSolver | None:
     """FFT solver of ``A`` if it is block-circulant on a uniform periodic grid, else None.
 
     Parameters
     ----------
     A : (n_dofs, n_dofs) sparse, symmetric
-    dof_frac : (n_dofs, 3) fractional DOF coordinates in [0, 1)
-    divisions : (3,) sub-cells along each lattice vector
+    dofs : PointLattice of the DOFs (:func:`point_lattice` of their fractional coordinates),
+        or None (no sublattice structure: no solver)
     check_rtol : float
         Largest relative difference between ``A x`` and its Fourier form for a random ``x``.
     """
-    index = _sublattice_index(dof_frac, divisions)
-    if index is None:
-        return None
-    n_sub, shape = index.shape[0], index.shape[1:]
-    kind = np.empty(index.size, dtype=np.int64)
-    cell = np.empty((index.size, 3), dtype=np.int64)
-    kind[index.ravel()] = np.repeat(np.arange(n_sub), int(np.prod(shape)))
-    cell[index.ravel()] = np.stack(np.unravel_index(
-        np.tile(np.arange(int(np.prod(shape))), n_sub), shape), axis=1)
+    if dofs is None or np.unique(dofs.site).size != dofs.site.size:
+        return None  # not one DOF per site
+    n_sub, shape = dofs.shape[0], dofs.divisions
+    n_cells = int(np.prod(shape))
+    kind, cell = np.divmod(dofs.site, n_cells)
+    cell = np.stack(np.unravel_index(cell, shape), axis=1)
+    index = np.empty(dofs.site.size, dtype=np.int64)
+    index[dofs.site] = np.arange(dofs.site.size)
+    index = index.reshape(dofs.shape)
     rows = sp.csr_matrix(A)[index[:, 0, 0, 0]].tocoo()  # the S rows of sub-cell 0
     stencil = np.zeros((n_sub, n_sub, *shape))
     np.add.at(stencil, (rows.row, kind[rows.col], *cell[rows.col].T), rows.data)

@@ -27,71 +27,18 @@ Atomic units; form factors ``f̂(G) = ∫ f(r) e^{−iG·r} d³r`` (bohr³ × th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from ._lattice import PointLattice
+
 log = logging.getLogger(__name__)
 
-__all__ = ["PointLattice", "point_lattice", "ReciprocalSums", "hankel_form_factor"]
+__all__ = ["ReciprocalSums", "hankel_form_factor"]
 
 #: Relative size of the form factors at the cut |G| = gcut.
 FORM_FACTOR_TOLERANCE = 1e-15
-
-
-@dataclass(frozen=True, eq=False)
-class PointLattice:
-    """Points of a uniform periodic mesh as ``S`` sublattices of its grid of sub-cells
-    (several points may share a site: the edge-midpoint points of the degree-5 rule).
-
-    Attributes
-    ----------
-    offsets : (S, 3) float
-        Offset ``δ_s`` of each sublattice inside a sub-cell, in sub-cell units ([0, 1)).
-    divisions : (3,) int
-    site : (n_points,) int
-        Site of each point in the C-ordered (S, N₁, N₂, N₃) array of sites.
-    """
-
-    offsets: np.ndarray
-    divisions: tuple
-    site: np.ndarray
-
-    @property
-    def shape(self) -> tuple:
-        return (self.offsets.shape[0], *self.divisions)
-
-    def gather(self, sites: np.ndarray) -> np.ndarray:
-        """Values at the points from values (S, N₁, N₂, N₃) at the sites."""
-        return sites.reshape(-1)[self.site]
-
-    def scatter(self, values: np.ndarray) -> np.ndarray:
-        """(S, N₁, N₂, N₃) sums over the points of each site."""
-        return np.bincount(self.site, weights=values,
-                           minlength=int(np.prod(self.shape))).reshape(self.shape)
-
-
-def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattice | None:
-    """The sublattices of points at fractional coordinates ``frac`` (n, 3) on a uniform
-    ``divisions`` grid, or None when the points do not repeat identically in every sub-cell."""
-    n = np.asarray(divisions, dtype=np.int64)
-    t = np.asarray(frac, dtype=np.float64) * n
-    base = np.floor(t + tol)
-    exact = np.maximum(t - base, 0.0)
-    cells = base.astype(np.int64) % n
-    # group equal offsets by a 63-bit key of 21-bit quantised coordinates (one 1-D sort)
-    q = np.rint(exact * (1 << 20)).astype(np.int64)
-    keys, kind = np.unique((q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2], return_inverse=True)
-    kind = kind.ravel()
-    counts = np.bincount(kind)  # the exact offsets: mean of each group
-    uniq = np.stack([np.bincount(kind, weights=exact[:, a]) / counts for a in range(3)], 1)
-    n_cells = int(np.prod(n))
-    site = kind * n_cells + np.ravel_multi_index(cells.T, tuple(n))
-    if np.count_nonzero(np.bincount(site, minlength=uniq.shape[0] * n_cells)) \
-            != uniq.shape[0] * n_cells:
-        return None
-    return PointLattice(offsets=uniq, divisions=tuple(int(k) for k in n), site=site)
 
 
 def hankel_form_factor(func, cutoff: float, gcut: float, dr: float = 4e-3, dg: float = 4e-3):
@@ -197,35 +144,45 @@ class ReciprocalSums:
             out[c] = np.einsum("ai,ia->i", z, e0[c])
         return out
 
-    def _sublattice_phases(self, s: int):
-        d = self.lattice.offsets[s]
-        n = self.lattice.divisions
+    def _sublattice_phases(self, lattice: PointLattice, s: int):
+        d = lattice.offsets[s]
+        n = lattice.divisions
         return [np.exp(2j * np.pi * self.m[a] * d[a] / n[a]).reshape(
             self.shape6[2 * a], self.shape6[2 * a + 1]) for a in range(3)]
 
     # ------------------------------------------------------------------ sums
+    def _form(self, ff, g0: float | None) -> np.ndarray:
+        """A form factor on the grid, zero beyond gcut, ``g0`` at G = 0 if given."""
+        f = np.zeros(self.gnorm.shape)
+        f[self.inside] = ff(self.gnorm[self.inside])
+        if g0 is not None:
+            f[self._origin] = g0
+        return f
+
+    @cached_property
+    def _unit_factors(self) -> list:
+        """Σ_{I ∈ k} e^{−iG·R_I} of each species (shared by all unit-weight sums)."""
+        return [self._structure_factor((self.species == k).astype(float))
+                for k in range(int(self.species.max()) + 1)]
+
     def _amplitudes(self, form_factors, weights, g0) -> np.ndarray:
-        """A(m) = Σ_k f̂_k(|G|) S_k(G) on the grid, zero beyond gcut; the G = 0 term is
-        ``g0`` (per species, default the form factor there)."""
+        """A(m) = Σ_k f̂_k(|G|) S_k(G) on the grid (``weights`` None: unit weights)."""
         amp = np.zeros(self.gnorm.shape, dtype=complex)
-        q = self.gnorm[self.inside]
         for k, ff in enumerate(form_factors):
             sel = self.species == k
             if not sel.any():
                 continue
-            w = np.where(sel, weights, 0.0)
-            f = np.zeros(self.gnorm.shape)
-            f[self.inside] = ff(q)
-            if g0 is not None:
-                f[self._origin] = g0[k]
-            amp += f * self._structure_factor(w)
+            factor = (self._unit_factors[k] if weights is None
+                      else self._structure_factor(np.where(sel, weights, 0.0)))
+            amp += self._form(ff, None if g0 is None else g0[k]) * factor
         return amp
 
     @cached_property
     def _origin(self):
         return tuple(int(np.flatnonzero(m == 0)[0]) for m in self.m)
 
-    def values(self, form_factors, weights=None, g0=None) -> np.ndarray:
+    def values(self, form_factors, weights=None, g0=None,
+               lattice: PointLattice | None = None) -> np.ndarray:
         """``Σ_I c_I Σ_T f_k(I)(x_p − R_I − T)`` at every point ``p`` of the lattice.
 
         Parameters
@@ -233,17 +190,20 @@ class ReciprocalSums:
         form_factors : one callable ``|G| -> f̂`` per species
         weights : (n_atoms,) ``c_I`` (default 1)
         g0 : (n_species,) optional G = 0 value of each form factor (e.g. 0 for a Coulomb tail)
+        lattice : PointLattice, optional
+            Other points of the same grid of sub-cells (e.g. the DOFs); default the sums'.
         """
-        w = np.ones(self.frac.shape[0]) if weights is None else np.asarray(weights, float)
+        lattice = self.lattice if lattice is None else lattice
+        w = None if weights is None else np.asarray(weights, float)
         amp = self._amplitudes(form_factors, w, g0).reshape(self.shape6)
-        n = self.lattice.divisions
-        sites = np.empty(self.lattice.shape)
+        n = lattice.divisions
+        sites = np.empty(lattice.shape)
         scale = np.prod(n) / self.volume
-        for s in range(self.lattice.offsets.shape[0]):
-            p0, p1, p2 = self._sublattice_phases(s)
+        for s in range(lattice.offsets.shape[0]):
+            p0, p1, p2 = self._sublattice_phases(lattice, s)
             wk = np.einsum("ajbkcl,aj,bk,cl->jkl", amp, p0, p1, p2, optimize=True)
             sites[s] = np.fft.irfftn(wk, s=n, axes=(0, 1, 2)) * scale
-        return self.lattice.gather(sites)
+        return lattice.gather(sites)
 
     def _point_transform(self, a: np.ndarray) -> np.ndarray:
         """R(m) = Σ_p a_p e^{iG·x_p} on the grid (half space along the third axis)."""
@@ -251,7 +211,7 @@ class ReciprocalSums:
         out = np.zeros(self.shape6, dtype=complex)
         for s in range(self.lattice.offsets.shape[0]):
             ah = np.conj(np.fft.rfftn(sites[s]))  # Σ_n a e^{+2πi k·n/N}
-            p0, p1, p2 = self._sublattice_phases(s)
+            p0, p1, p2 = self._sublattice_phases(self.lattice, s)
             out += (p0[:, :, None, None, None, None] * p1[None, None, :, :, None, None]
                     * p2[None, None, None, None, :, :]) * ah[None, :, None, :, None, :]
         return out.reshape(self.gnorm.shape)
@@ -266,17 +226,12 @@ class ReciprocalSums:
         point_weights : (n_points,) ``a_p``
         """
         r = self._point_transform(np.asarray(point_weights, dtype=np.float64))
-        f = np.zeros(self.gnorm.shape)
         out = np.zeros((self.frac.shape[0], 3) if gradient else self.frac.shape[0])
-        q = self.gnorm[self.inside]
         for k, ff in enumerate(form_factors):
             sel = np.flatnonzero(self.species == k)
             if sel.size == 0:
                 continue
-            f[:] = 0.0
-            f[self.inside] = ff(q)
-            if g0 is not None:
-                f[self._origin] = g0[k]
+            f = self._form(ff, None if g0 is None else g0[k])
             y = (2.0 / self.volume) * self.half_weight * f * r
             if gradient:  # ∂/∂R e^{−iG·R} = −iG e^{−iG·R}
                 for d in range(3):

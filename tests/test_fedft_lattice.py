@@ -6,11 +6,15 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from fedft._discretisation import Discretisation
-from fedft._lattice import LatticeSolver, lattice_solver
+from fedft._lattice import LatticeSolver, lattice_solver, point_lattice
 from meshes import graded_mesh, periodic_mesh, tensor_mesh
 
 CUBIC = np.diag([5.0, 5.6, 6.2])
 FCC = np.array([[0.0, 3.8, 3.8], [3.8, 0.0, 3.8], [3.8, 3.8, 0.0]])
+
+
+def _solver(A, mesh):
+    return lattice_solver(A, point_lattice(mesh.dof_frac, mesh.divisions))
 
 
 def _direct_zero_sum(K, b):
@@ -27,7 +31,7 @@ def test_fft_solves_match_a_direct_solver(cell, order):
     m = periodic_mesh(cell, divisions=(5, 6, 7), order=order)
     rng = np.random.default_rng(3)
     K, M = m.stiffness, m.mass
-    solve_k = lattice_solver(K, m.dof_frac, m.divisions)
+    solve_k = _solver(K, m)
     b = rng.standard_normal(m.n_dofs)
     b -= b.mean()  # consistent right-hand side of the singular stiffness
     x = solve_k(b)
@@ -35,7 +39,7 @@ def test_fft_solves_match_a_direct_solver(cell, order):
     assert np.allclose(x - x.mean(), ref, rtol=0, atol=1e-11 * np.abs(ref).max())
     assert np.linalg.norm(K @ x - b) < 1e-12 * np.linalg.norm(b)
     A = (0.5 * K + 2.0 * M).tocsr()  # the minimiser's preconditioner matrix
-    solve_a = lattice_solver(A, m.dof_frac, m.divisions)
+    solve_a = _solver(A, m)
     c = rng.standard_normal(m.n_dofs)
     assert np.allclose(solve_a(c), spla.spsolve(A.tocsc(), c), rtol=0, atol=1e-11)
 
@@ -44,20 +48,20 @@ def test_no_fft_solver_without_translation_invariance():
     m = periodic_mesh(CUBIC, divisions=(4, 4, 4), order=2)
     # graded periodic axes: the DOFs are off the uniform sublattices
     g = graded_mesh(CUBIC, np.array([[1.0, 1.0, 1.0]]), 0.4, 0.5, 1.2, order=2)
-    assert lattice_solver(g.stiffness, g.dof_frac, g.divisions) is None
+    assert _solver(g.stiffness, g) is None
     # right DOF layout, but a matrix that varies from cell to cell
     K = m.stiffness.tocsr()
     scale = sp.diags(1.0 + 0.1 * np.random.default_rng(0).random(m.n_dofs))
-    assert lattice_solver((scale @ K @ scale).tocsr(), m.dof_frac, m.divisions) is None
+    assert _solver((scale @ K @ scale).tocsr(), m) is None
     # an open box has no periodic DOF identification
     box = tensor_mesh(CUBIC, [np.linspace(0, 1, 5)] * 3, pbc=(False,) * 3, order=2)
-    assert lattice_solver(box.stiffness, box.dof_frac, box.divisions) is None
+    assert _solver(box.stiffness, box) is None
 
 
 def test_discretisation_solves_uniform_periodic_poisson_by_fft():
     m = periodic_mesh(FCC, divisions=(6, 6, 6), order=2)
     d = Discretisation(m)
-    assert d._lattice is not None
+    assert isinstance(d._poisson_prec, LatticeSolver)
     rho = 1.0 + np.cos(2 * np.pi * (m.quad_points @ np.linalg.inv(FCC))[:, 0])
     v, its = d.poisson(d.load(rho), rtol=1e-13)
     assert its <= 2  # the exact inverse as preconditioner
@@ -69,5 +73,5 @@ def test_discretisation_solves_uniform_periodic_poisson_by_fft():
     r = np.random.default_rng(4).standard_normal(m.n_dofs)
     assert np.allclose((0.5 * m.stiffness + 2.0 * m.mass) @ precond(r), r, rtol=0, atol=1e-11)
     graded = Discretisation(graded_mesh(FCC, np.zeros((1, 3)), 0.5, 0.5, 1.0, order=2))
-    assert graded._lattice is None  # AMG there
+    assert graded._dof_lattice is None and not isinstance(graded._poisson_prec, LatticeSolver)
     assert not isinstance(graded.preconditioner(0.5, 2.0), LatticeSolver)

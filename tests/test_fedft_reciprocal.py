@@ -12,7 +12,8 @@ from fedft._groundstate import prepare_system
 from fedft._ions import image_atoms, ion_fields
 from fedft._ions_reciprocal import ReciprocalIonFields, reciprocal_ion_fields, species_forms
 from fedft._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, short_range
-from fedft._reciprocal import ReciprocalSums, hankel_form_factor, point_lattice
+from fedft._lattice import point_lattice
+from fedft._reciprocal import ReciprocalSums, hankel_form_factor
 from meshes import graded_mesh, periodic_mesh
 
 FCC = np.array([[0.0, 3.8, 3.8], [3.8, 0.0, 3.8], [3.8, 3.8, 0.0]]) * 1.3
@@ -172,11 +173,18 @@ def test_chunks_of_atoms_change_nothing(monkeypatch):
     m = periodic_mesh(FCC, divisions=(5, 6, 7), order=2)
     lat = point_lattice(m.quad_points @ np.linalg.inv(FCC), m.divisions)
     frac = np.random.default_rng(0).random((7, 3))
-    sums = ReciprocalSums(lat, FCC, frac, np.array([0, 1, 0, 1, 1, 0, 0]), 8.0)
+    species = np.array([0, 1, 0, 1, 1, 0, 0])
     forms = _gaussians([1.0, 1.4])
     a = np.random.default_rng(1).standard_normal(m.quad_points.shape[0])
-    whole = sums.values(forms), sums.per_atom(a, forms, gradient=True)
+    c = np.linspace(0.5, 2.0, 7)
+
+    def run(sums):  # unit and per-atom weights, per-atom sums and gradients
+        return (sums.values(forms), sums.values(forms, c),
+                sums.per_atom(a, forms, gradient=True))
+
+    whole = run(ReciprocalSums(lat, FCC, frac, species, 8.0))
+    sums = ReciprocalSums(lat, FCC, frac, species, 8.0)  # fresh: nothing cached unchunked
     monkeypatch.setattr(sums, "_atom_chunks", lambda: [slice(i, i + 2) for i in range(0, 7, 2)])
-    chunked = sums.values(forms), sums.per_atom(a, forms, gradient=True)
+    chunked = run(sums)
     for x, y in zip(whole, chunked):
         assert np.allclose(x, y, rtol=0, atol=1e-13)
