@@ -36,7 +36,10 @@ uniform periodic meshes (``fedft._lattice``, ``fedft._ions_reciprocal``)::
     N=32 ions 1.94, minimise 4.60, forces 0.38, assembly 2.08, fields 4.34; N=108 ions 7.36,
     minimise 30.47, forces 3.89, assembly 12.49, fields 16.16
 
-(the 4-atom ion stage was 0.94 s because of a Hankel transform since made 6x cheaper). The
+(the 4-atom ion stage was 0.94 s because of a Hankel transform since made 6x cheaper). Rerun
+on the session's final main (27a6179, load 1.0-1.4, same errors): 4 atoms 3.06 s (DFTpy 0.35,
+8.8x), 32 atoms 16.90 s (DFTpy 0.60, 28.3x) and, alone, 17.02 s (DFTpy 0.43, 39.4x), 108 atoms
+73.37 s (DFTpy 0.69, 106.4x): run-to-run spread of this machine, ~20 %. The
 same session, step by step (``--spacings 0.45``, graded ``--graded-spacings 0.3``,
 ``--grading-rate 0.3 --h-max 0.48``; the graded rows use AMG and real-space ion sums, as
 before)::
