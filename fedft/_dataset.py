@@ -235,8 +235,9 @@ def write_record(parent, key: str, result: Result, index: int = 0, info: dict | 
     a["settings"] = to_json(result.settings)
     a["history"] = to_json(result.history)
     a["pseudopotentials"] = to_json(result.pseudopotentials)
-    a["timings"] = to_json(result.timings)
     a["info"] = to_json(_jsonable_info(atoms.info if info is None else info))
+    fields = result.fields  # computed now if not yet: their time is in the timings below
+    a["timings"] = to_json(result.timings)
     _write_atoms(g, atoms)
     g["atoms"].attrs["charge"] = float(result.charge)
     g.create_dataset("points", data=result.points)
@@ -254,8 +255,8 @@ def write_record(parent, key: str, result: Result, index: int = 0, info: dict | 
     if result.dipole is not None:
         a["dipole"] = np.asarray(result.dipole, dtype=float)
     f = g.create_group("fields")
-    for name in sorted(result.fields):
-        ds = f.create_dataset(name, data=result.fields[name])
+    for name in sorted(fields):
+        ds = f.create_dataset(name, data=fields[name])
         ds.attrs["unit"] = FIELD_UNITS.get(name, "")
     c = g.create_group("components")
     for name, value in result.components.items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from ase import Atoms
 from meshes import TetMesh, write_fields
 
 from ._fields import GAUGES, TERMS, nodal_fields
+from ._threads import one_blas_thread
 from ._units import BOHR, FORCE, HARTREE
 from ._version import __version__
 
@@ -53,6 +56,8 @@ class Result:
     weights : (n,) float
         Positive nodal quadrature weights (Å³); ``Σ w_i e_i`` reproduces each component.
     fields : dict of str -> (n,) arrays
+        Computed on first access, once (with ``weights`` and ``electrostatic_uniform``; the
+        time goes to ``timings["fields"]``): energy and forces alone do not pay for them.
         ``rho`` (e/Å³), ``phi`` (electrostatic potential, V), ``v_hartree`` and ``v_local``
         (eV), ``energy_density`` (total = tf + vw + xc + electrostatic, eV/Å³) and
         ``energy_density_<term>`` for each component and ``electrostatic`` (eV/Å³),
@@ -93,17 +98,30 @@ class Result:
     kinetic_lambda: float
     gauge: str
     points: np.ndarray
-    weights: np.ndarray
-    fields: dict
+    nodal: NodalFields = field(repr=False)
     mesh: TetMesh
     settings: dict
     history: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     pseudopotentials: dict = field(default_factory=dict)
-    electrostatic_uniform: float = 0.0
     charge: float = 0.0
     dipole: np.ndarray | None = None
     converged: bool = True
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(n,) positive nodal quadrature weights (Å³)."""
+        return self.nodal.get()["weights"]
+
+    @property
+    def fields(self) -> dict:
+        """Nodal fields (ASE units), computed on first access."""
+        return self.nodal.get()["fields"]
+
+    @property
+    def electrostatic_uniform(self) -> float:
+        """Uniform part of the electrostatic energy density (eV/Å³)."""
+        return self.nodal.get()["electrostatic_uniform"]
 
     @property
     def free_energy(self) -> float:
@@ -197,10 +215,46 @@ def write_json_atomic(path, data: dict) -> Path:
     return path
 
 
-def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
-    """Convert a :class:`~fedft._groundstate.GroundState` into a :class:`Result`."""
-    if gauge not in GAUGES:
-        raise ValueError(f"unknown gauge {gauge!r}; choose one of {GAUGES}")
+class NodalFields:
+    """The nodal fields, weights and uniform electrostatic density of a ground state in ASE
+    units, computed on the first :meth:`get` (once, also when several threads ask; with one
+    BLAS thread, as the solve) and its time added to ``timings["fields"]``. Afterwards the
+    ground state is released. Pickling computes them first."""
+
+    def __init__(self, gs, gauge: str, timings: dict):
+        self._gs, self._gauge, self._timings = gs, gauge, timings
+        #: (n_dofs,) DOF values of √ρ (bohr^-3/2), e.g. to start the next minimisation
+        self.sqrt_density = gs.u
+        self._data = None
+        self._lock = threading.Lock()
+
+    def get(self) -> dict:
+        """``{"fields": dict, "weights": (n,) Å³, "electrostatic_uniform": eV/Å³}``."""
+        with self._lock:
+            if self._data is None:
+                t0 = time.perf_counter()
+                with one_blas_thread():
+                    self._data = _nodal_fields_ase(self._gs, self._gauge)
+                self._timings["fields"] = time.perf_counter() - t0
+                self._gs = None
+        return self._data
+
+    @property
+    def computed(self) -> bool:
+        return self._data is not None
+
+    def __getstate__(self):
+        return {"data": self.get(), "gauge": self._gauge, "timings": self._timings,
+                "sqrt_density": self.sqrt_density}
+
+    def __setstate__(self, state):
+        self._gs, self._gauge, self._timings = None, state["gauge"], state["timings"]
+        self._data, self.sqrt_density = state["data"], state["sqrt_density"]
+        self._lock = threading.Lock()
+
+
+def _nodal_fields_ase(gs, gauge: str) -> dict:
+    """Nodal fields of a ground state in ASE units (see :attr:`Result.fields`)."""
     f = nodal_fields(gs)
     fields = {
         "rho": f["rho"] * _DENSITY,
@@ -216,6 +270,15 @@ def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
     # total = kinetic + xc + the local (screened potential-form) electrostatics
     fields["energy_density"] = sum(fields[f"energy_density_{t}"]
                                    for t in ("tf", "vw", "xc", "electrostatic"))
+    return {"fields": fields, "weights": gs.disc.mesh.nodal_weights * BOHR**3,
+            "electrostatic_uniform": float(gs.es_uniform) * _ENERGY_DENSITY}
+
+
+def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
+    """Convert a :class:`~fedft._groundstate.GroundState` into a :class:`Result` (its nodal
+    fields are computed when first used)."""
+    if gauge not in GAUGES:
+        raise ValueError(f"unknown gauge {gauge!r}; choose one of {GAUGES}")
     comps = {k: v * HARTREE for k, v in gs.components.items()}
     wrapped = atoms.copy()
     wrapped.positions = gs.system.positions * BOHR
@@ -230,15 +293,13 @@ def build_result(gs, atoms: Atoms, gauge: str = "gradient") -> Result:
         kinetic_lambda=gs.kinetic_lambda,
         gauge=gauge,
         points=mesh.dof_positions * BOHR,
-        weights=mesh.nodal_weights * BOHR**3,
-        fields=fields,
+        nodal=NodalFields(gs, gauge, gs.timings),
         mesh=mesh,
         settings=gs.settings.as_dict(),
         history=gs.minimiser.history,
         timings=gs.timings,
         pseudopotentials={s: {"spec": str(p.spec), "digest": p.digest}
                           for s, p in zip(gs.system.species_symbols, gs.system.pseudos)},
-        electrostatic_uniform=float(gs.es_uniform) * _ENERGY_DENSITY,
         charge=float(gs.system.charge),
         dipole=None if gs.dipole is None else np.asarray(gs.dipole) * BOHR,
     )

@@ -361,6 +361,30 @@ def test_ase_calculator_matches_compute_and_reuses_mesh(al_conventional):
     atoms.get_potential_energy()
     assert calc.result.mesh is mesh  # same cell: operators reused
     assert len(calc.result.history) < len(direct.history)  # warm start from the last density
+    # energies and forces do not pay for the nodal fields, the warm start does not need them
+    assert not calc.result.nodal.computed and "fields" not in calc.result.timings
+
+
+def test_fields_are_computed_once_on_first_access(al_primitive):
+    import pickle
+    import threading
+
+    r = fedft.compute(al_primitive, {"Al": ERF_AL}, 1.0, preset="fast")
+    assert not r.nodal.computed and "fields" not in r.timings
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(r.fields)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert r.nodal.computed and r.timings["fields"] > 0
+    assert all(f is seen[0] for f in seen)  # one computation for every thread
+    assert r.nodal._gs is None  # the ground state is released
+    assert abs(r.weights @ r.fields["energy_density"] - r.energy) < 1e-6 * abs(r.energy)
+    np.testing.assert_allclose(r.fields["rho"], r.nodal.sqrt_density**2 / BOHR**3)
+    copy = pickle.loads(pickle.dumps(r))
+    np.testing.assert_array_equal(copy.fields["rho"], r.fields["rho"])
+    assert copy.electrostatic_uniform == r.electrostatic_uniform
 
 
 def test_calculator_requires_lambda_and_pseudos():
