@@ -265,16 +265,17 @@ class Discretisation:
 
         Returns
         -------
-        v_hartree, v_gradient : (n_dofs,) Ha; energy : float, Ha; iterations : int
+        v_hartree, v_gradient : (n_dofs,) Ha; v_gradient_q : (n_q,) Ha, ``v_gradient`` at the
+        quadrature points; energy : float, Ha; iterations : int
         """
         if self.periodic:
             vh, its = self.poisson(load, x0, rtol)
             vhq = self.B @ vh
             energy = self.wq @ (rho_q * vhq) - (vh @ (self.K @ vh)) / (8.0 * np.pi)
-            return vh, vh, float(energy), its
+            return vh, vh, vhq, float(energy), its
         w, rest, c, its = self.open_parts(load, x0, rtol)
         energy, grad = self._open_energy_and_gradient(w, rest, c)
-        return w + self._gauss_potentials @ c, grad, energy, its
+        return w + self._gauss_potentials @ c, grad, self.B @ grad, energy, its
 
     def preconditioner(self, stiffness_weight: float, mass_weight: float):
         """Approximate inverse of ``a K + b M`` (cached per (a, b)): the exact FFT inverse on

@@ -64,21 +64,27 @@ class Functional:
     def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
         d = self.disc
         uq = d.B @ u
-        au = np.abs(uq)
         rho = uq * uq
+        tf = np.abs(uq) ** (4.0 / 3.0)  # ρ^(2/3)
+        tf *= C_F
         Ku = d.K @ u
         eps_xc, v_xc = lda_xc(rho)
-        vh, v_grad, e_hartree, its = d.hartree(d.load(rho), rho, v_hartree_guess,
-                                               rtol=self.poisson_rtol)
+        vh, v_grad, v_grad_q, e_hartree, its = d.hartree(
+            d.load(rho), rho, v_hartree_guess, rtol=self.poisson_rtol)
         w = d.wq
-        energy = (C_F * (w @ (rho * au ** (4.0 / 3.0)))
+        eps_xc += self.v_local_q
+        eps_xc += tf
+        energy = (w @ (rho * eps_xc)  # TF + xc + local pseudopotential
                   + 0.5 * self.kinetic_lambda * (u @ Ku)
-                  + w @ (rho * (eps_xc + self.v_local_q))
                   + e_hartree
                   + self.constant)
-        dq = w * ((10.0 / 3.0) * C_F * au ** (4.0 / 3.0) * uq
-                  + 2.0 * uq * (v_xc + self.v_local_q + d.B @ v_grad))
-        grad = d.BT @ dq + self.kinetic_lambda * Ku
+        # δ/δu: 2u (5/3 C_F ρ^(2/3) + v_xc + V_loc + V_H)
+        v_xc += self.v_local_q
+        v_xc += v_grad_q
+        v_xc += (5.0 / 3.0) * tf
+        v_xc *= uq
+        v_xc *= 2.0 * w
+        grad = d.BT @ v_xc + self.kinetic_lambda * Ku
         return Evaluation(float(energy), grad, vh, its)
 
     def components(self, u: np.ndarray, v_hartree: np.ndarray) -> dict:

@@ -106,14 +106,27 @@ def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattic
     """The sublattices of points at fractional coordinates ``frac`` (n, 3) on a uniform
     ``divisions`` grid, or None when the points do not repeat identically in every sub-cell."""
     n = np.asarray(divisions, dtype=np.int64)
-    t = np.asarray(frac, dtype=np.float64) * n
-    base = np.floor(t + tol)
-    exact = np.maximum(t - base, 0.0)
-    cells = base.astype(np.int64) % n
-    # group equal offsets by a 63-bit key of 21-bit quantised coordinates (one 1-D sort)
-    q = np.rint(exact * (1 << 20)).astype(np.int64)
-    keys, kind = np.unique((q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2], return_inverse=True)
-    kind = kind.ravel()
+    # in place: millions of quadrature points, each new temporary costs its page faults
+    exact = np.asarray(frac, dtype=np.float64) * n
+    base = exact + tol
+    np.floor(base, out=base)
+    exact -= base
+    np.maximum(exact, 0.0, out=exact)
+    cells = base.astype(np.int64)
+    cells %= n
+    # group equal offsets by a 63-bit key of 21-bit quantised coordinates
+    np.multiply(exact, 1 << 20, out=base)
+    np.rint(base, out=base)
+    q = base.astype(np.int64)
+    del base
+    key = (q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2]
+    # the few distinct offsets from a sample (every 97th point), confirmed for all points by
+    # a binary search; a full sort only when the sample missed one
+    keys = np.unique(key[::97])
+    kind = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+    if not np.array_equal(keys[kind], key):
+        keys, kind = np.unique(key, return_inverse=True)
+        kind = kind.ravel()
     counts = np.bincount(kind)  # the exact offsets: mean of each group
     uniq = np.stack([np.bincount(kind, weights=exact[:, a]) / counts for a in range(3)], 1)
     n_cells = int(np.prod(n))
