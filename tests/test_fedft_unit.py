@@ -46,6 +46,23 @@ def test_lda_vacuum_is_zero():
     assert np.all(eps == 0) and np.all(v == 0)
 
 
+def test_lda_blocks_branches_and_vacuum_match_pointwise_values(rng):
+    """Longer than a block, both correlation branches and vacuum mixed in one block, a block
+    in one branch only, any shape: every point as when evaluated on its own."""
+    from fedft._xc import _BLOCK
+
+    rho = 10 ** rng.uniform(-6, 1, 2 * _BLOCK + 17)
+    rho[rng.random(rho.size) < 0.1] = 0.0
+    rho[:_BLOCK] = rng.uniform(0.5, 2.0, _BLOCK)  # rs < 1 only
+    eps, v = fedft.lda_xc(rho.reshape(-1, 1))
+    assert eps.shape == v.shape == (rho.size, 1)
+    pick = rng.choice(rho.size, 300, replace=False)
+    one = np.array([fedft.lda_xc(np.array([r])) for r in rho[pick]])[:, :, 0]
+    np.testing.assert_allclose(eps[pick, 0], one[:, 0], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(v[pick, 0], one[:, 1], rtol=1e-14, atol=0)
+    assert np.all(eps[rho == 0] == 0) and np.all(v[rho == 0] == 0)
+
+
 # ----------------------------------------------------------------------------- Ewald
 def test_ewald_matches_reference_fcc_al():
     # BACKGROUND §3: Ewald energy of fcc Al (Z = 3) at a = 8 bohr is -2.5789849 Ha/atom
