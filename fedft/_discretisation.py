@@ -80,6 +80,62 @@ def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "li
     )
 
 
+@dataclass(frozen=True, eq=False)
+class MergedQuadrature:
+    """The mesh's quadrature with the points that several elements share (the degree-5 rule
+    has points on the edges) merged into one, their weights summed: the integrals of continuous
+    fields (``u``, ``ρ = u²``, potentials) are the same, with ~35 % fewer points on Kuhn meshes.
+
+    Attributes
+    ----------
+    rep : (n_m,) int
+        An element quadrature point at each merged point.
+    group : (n_q,) int
+        Merged point of each element quadrature point.
+    B, BT : (n_m, n_dofs), (n_dofs, n_m) CSR
+        DOF values -> values at the merged points, and its transpose.
+    w : (n_m,) float
+        Summed weights (bohr³).
+    """
+
+    rep: np.ndarray
+    group: np.ndarray
+    B: object
+    BT: object
+    w: np.ndarray
+
+    def restrict(self, values_q: np.ndarray) -> np.ndarray:
+        """Values of a continuous field at the merged points from the element points."""
+        return values_q[self.rep]
+
+
+def _shared_points(x: np.ndarray, lattice=None, cell=None, tol: float = 1e-9):
+    """(rep, group) of points that coincide: from the sites of a point lattice of a periodic
+    ``cell`` when given (several points per site, equal up to a lattice vector), else by
+    hashing coordinates rounded to ``tol`` (bohr). Every point is checked against its
+    group's representative; if any differs (a hash collision), nothing is merged."""
+    n = x.shape[0]
+    if lattice is not None:
+        occupied = np.bincount(lattice.site, minlength=int(np.prod(lattice.shape))) > 0
+        rank = np.cumsum(occupied) - 1
+        group = rank[lattice.site]
+        rep = np.empty(int(occupied.sum()), dtype=np.int64)
+        rep[group] = np.arange(n)
+    else:
+        q = np.rint((x - x.min(axis=0)) / tol).astype(np.int64).view(np.uint64)
+        key = (q[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (q[:, 1] * np.uint64(
+            0xC2B2AE3D27D4EB4F)) ^ (q[:, 2] * np.uint64(0x165667B19E3779F9))
+        _, rep, group = np.unique(key, return_index=True, return_inverse=True)
+        group = group.ravel()
+    d = x - x[rep[group]]
+    if cell is not None:  # periodic images are the same point
+        f = d @ np.linalg.inv(cell)
+        d = (f - np.rint(f)) @ cell
+    if np.abs(d).max(initial=0.0) > 10 * tol:
+        return np.arange(n), np.arange(n)
+    return rep, group
+
+
 @dataclass(eq=False)
 class Discretisation:
     """Operators of one :class:`~meshes.TetMesh` (in bohr), periodic or open, built once and
@@ -148,6 +204,20 @@ class Discretisation:
         m = self.mesh
         quad = point_lattice((self.xq - m.origin) @ np.linalg.inv(m.cell), m.divisions)
         return None if quad is None else (quad, self._dof_lattice)
+
+    @cached_property
+    def merged(self) -> MergedQuadrature:
+        """:class:`MergedQuadrature` of the mesh (what the minimiser's functional uses)."""
+        lattices = self.point_lattices
+        x = self.xq
+        if lattices is not None:  # sites are periodic: the same point up to a lattice vector
+            rep, group = _shared_points(x, lattices[0], self.mesh.cell)
+        else:
+            rep, group = _shared_points(x)
+        B = self.B[rep]
+        w = np.bincount(group, weights=self.wq, minlength=rep.size)
+        log.debug("quadrature: %d element points, %d distinct", x.shape[0], rep.size)
+        return MergedQuadrature(rep=rep, group=group, B=B, BT=B.T.tocsr(), w=w)
 
     def load(self, values_q: np.ndarray) -> np.ndarray:
         """Load vector ``∫ f φ_i`` of a field given at the quadrature points."""
@@ -246,7 +316,7 @@ class Discretisation:
         return self._open_energy_and_gradient(w, rest, c)[1]
 
     def hartree(self, load: np.ndarray, rho_q: np.ndarray, x0: np.ndarray | None = None,
-                rtol: float = 1e-10):
+                rtol: float = 1e-10, quadrature: MergedQuadrature | None = None):
         """Hartree potential, the potential that is the energy's derivative, and the energy.
 
         Periodic: ``E_H = ∫ρV − VᵀKV/8π``, variational (second order in the error of V), whose
@@ -262,20 +332,23 @@ class Discretisation:
         load : (n_dofs,) ``∫ ρ φ_i``
         rho_q : (n_q,) density at the quadrature points (bohr⁻³)
         x0 : (n_dofs,) initial guess of the Hartree potential
+        quadrature : MergedQuadrature, optional
+            The points of ``rho_q`` (default: the element quadrature points).
 
         Returns
         -------
         v_hartree, v_gradient : (n_dofs,) Ha; v_gradient_q : (n_q,) Ha, ``v_gradient`` at the
         quadrature points; energy : float, Ha; iterations : int
         """
+        B, wq = (self.B, self.wq) if quadrature is None else (quadrature.B, quadrature.w)
         if self.periodic:
             vh, its = self.poisson(load, x0, rtol)
-            vhq = self.B @ vh
-            energy = self.wq @ (rho_q * vhq) - (vh @ (self.K @ vh)) / (8.0 * np.pi)
+            vhq = B @ vh
+            energy = wq @ (rho_q * vhq) - (vh @ (self.K @ vh)) / (8.0 * np.pi)
             return vh, vh, vhq, float(energy), its
         w, rest, c, its = self.open_parts(load, x0, rtol)
         energy, grad = self._open_energy_and_gradient(w, rest, c)
-        return w + self._gauss_potentials @ c, grad, self.B @ grad, energy, its
+        return w + self._gauss_potentials @ c, grad, B @ grad, energy, its
 
     def preconditioner(self, stiffness_weight: float, mass_weight: float):
         """Approximate inverse of ``a K + b M`` (cached per (a, b)): the exact FFT inverse on

@@ -61,43 +61,48 @@ class Functional:
     constant: float
     poisson_rtol: float = 1e-9
 
+    def __post_init__(self):
+        # the integrals run over the distinct quadrature points (shared ones merged)
+        self._quad = self.disc.merged
+        self._v_local = self._quad.restrict(self.v_local_q)
+
     def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
-        d = self.disc
-        uq = d.B @ u
+        d, q = self.disc, self._quad
+        uq = q.B @ u
         rho = uq * uq
         tf = np.abs(uq) ** (4.0 / 3.0)  # ρ^(2/3)
         tf *= C_F
         Ku = d.K @ u
         eps_xc, v_xc = lda_xc(rho)
+        w = q.w
         vh, v_grad, v_grad_q, e_hartree, its = d.hartree(
-            d.load(rho), rho, v_hartree_guess, rtol=self.poisson_rtol)
-        w = d.wq
-        eps_xc += self.v_local_q
+            q.BT @ (w * rho), rho, v_hartree_guess, rtol=self.poisson_rtol, quadrature=q)
+        eps_xc += self._v_local
         eps_xc += tf
         energy = (w @ (rho * eps_xc)  # TF + xc + local pseudopotential
                   + 0.5 * self.kinetic_lambda * (u @ Ku)
                   + e_hartree
                   + self.constant)
         # δ/δu: 2u (5/3 C_F ρ^(2/3) + v_xc + V_loc + V_H)
-        v_xc += self.v_local_q
+        v_xc += self._v_local
         v_xc += v_grad_q
         v_xc += (5.0 / 3.0) * tf
         v_xc *= uq
         v_xc *= 2.0 * w
-        grad = d.BT @ v_xc + self.kinetic_lambda * Ku
+        grad = q.BT @ v_xc + self.kinetic_lambda * Ku
         return Evaluation(float(energy), grad, vh, its)
 
     def components(self, u: np.ndarray, v_hartree: np.ndarray) -> dict:
         """Energy components (Ha) at ``u`` with a converged Hartree potential, each the
         quadrature integral of the energy-density term of the same name."""
-        d = self.disc
-        uq = d.B @ u
+        d, q = self.disc, self._quad
+        uq = q.B @ u
         rho = uq * uq
         eps_xc, _ = lda_xc(rho)
-        w = d.wq
+        w = q.w
         return {
             "tf": float(C_F * (w @ (rho * np.abs(uq) ** (4.0 / 3.0)))),
             "vw": float(0.5 * self.kinetic_lambda * (u @ (d.K @ u))),
             "xc": float(w @ (rho * eps_xc)),
-            "hartree": float(0.5 * (w @ (rho * (d.B @ v_hartree)))),
+            "hartree": float(0.5 * (w @ (rho * (q.B @ v_hartree)))),
         }

@@ -357,6 +357,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     v_local_q = ions.v_short + v_long_q
     timings["ions"] = time.perf_counter() - t
 
+    t = time.perf_counter()
     functional = Functional(disc, float(kinetic_lambda), v_local_q,
                             constant=ew.energy + n_e * shift,
                             poisson_rtol=settings.poisson_rtol)
@@ -366,6 +367,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         else:
             u0 = np.sqrt(initial_density(disc.mesh.dof_positions, system))
     precond = disc.preconditioner(max(kinetic_lambda, 1e-3), settings.precond_mass)
+    timings["setup"] = time.perf_counter() - t  # per mesh, the first time only
     natoms = len(system.symbols)
     t = time.perf_counter()
     result = minimise(functional, u0, n_e, precond, settings.tol_energy * natoms,

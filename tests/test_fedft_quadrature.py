@@ -1,0 +1,77 @@
+"""The merged quadrature of the functional (fedft._discretisation.MergedQuadrature): shared
+points merged, the same integrals, energies and gradients as the element quadrature."""
+
+import numpy as np
+import pytest
+
+from fedft._discretisation import Discretisation, MergedQuadrature, _shared_points
+from fedft._functional import Functional
+from meshes import graded_mesh, periodic_mesh, tensor_mesh
+
+FCC = np.array([[0.0, 3.8, 3.8], [3.8, 0.0, 3.8], [3.8, 3.8, 0.0]])
+BOX = np.diag([6.0, 6.5, 7.0])
+
+
+def _meshes():
+    yield "uniform fcc", periodic_mesh(FCC, divisions=(4, 5, 6), order=2), True
+    yield "graded periodic", graded_mesh(np.diag([7.0] * 3), np.array([[1.0, 2.0, 3.0]]),
+                                         0.5, 0.4, 1.5, order=2), False
+    yield "open box", tensor_mesh(BOX, [np.linspace(0, 1, 6), np.linspace(0, 1, 7) ** 1.3,
+                                        np.linspace(0, 1, 5)], pbc=(False,) * 3, order=2), False
+
+
+@pytest.mark.parametrize("name,mesh,lattice", list(_meshes()), ids=lambda v: str(v)[:16])
+def test_merged_points_integrate_continuous_fields_like_the_element_rule(name, mesh, lattice):
+    disc = Discretisation(mesh)
+    q = disc.merged
+    assert (disc.point_lattices is not None) == lattice
+    # the degree-5 rule's 6 edge points per tetrahedron are shared: 84 -> 55 per Kuhn cube
+    # inside the mesh (periodic: everywhere)
+    ratio = q.w.size / disc.wq.size
+    assert ratio == pytest.approx(55 / 84, abs=1e-12 if lattice else 0.06)
+    assert ratio < 0.75
+    np.testing.assert_allclose(q.w.sum(), disc.wq.sum(), rtol=1e-13)
+    assert np.all(q.w > 0)
+    # every element point sits on its merged point (up to a lattice vector)
+    d = (disc.xq - disc.xq[q.rep[q.group]]) @ np.linalg.inv(mesh.cell)
+    assert np.abs(d - np.rint(d)).max() < 1e-12
+    rng = np.random.default_rng(1)
+    u = rng.standard_normal(mesh.n_dofs)
+    v = rng.standard_normal(mesh.n_dofs)
+    for f in (lambda a, b: a * b, lambda a, b: np.abs(a) ** (10 / 3) + np.sin(b)):
+        ref = disc.wq @ f(disc.B @ u, disc.B @ v)
+        assert q.w @ f(q.B @ u, q.B @ v) == pytest.approx(ref, rel=1e-12)
+    # the load vector of the merged rule is the element rule's
+    g = np.cos(disc.B @ u)
+    np.testing.assert_allclose(q.BT @ (q.w * q.restrict(g)), disc.load(g),
+                               atol=1e-12 * np.abs(disc.load(g)).max())
+
+
+def test_functional_energy_and_gradient_do_not_depend_on_merging(monkeypatch):
+    mesh = periodic_mesh(FCC, divisions=(4, 4, 4), order=2)
+    disc = Discretisation(mesh)
+    rng = np.random.default_rng(2)
+    # a periodic potential (the merged points of a periodic mesh are equal up to a lattice
+    # vector)
+    v_local = np.cos(2 * np.pi * (disc.xq @ np.linalg.inv(mesh.cell)) @ np.array([1, 2, -1]))
+    u = 0.3 + 0.05 * rng.random(mesh.n_dofs)
+    merged = Functional(disc, 1.0, v_local, constant=0.1).evaluate(u)
+    identity = MergedQuadrature(rep=np.arange(disc.wq.size), group=np.arange(disc.wq.size),
+                                B=disc.B, BT=disc.BT, w=disc.wq)
+    plain = Discretisation(mesh)
+    monkeypatch.setitem(plain.__dict__, "merged", identity)  # the cached property's slot
+    element = Functional(plain, 1.0, v_local, constant=0.1)
+    assert element._quad is identity
+    element = element.evaluate(u)
+    assert disc.merged.w.size < 0.7 * disc.wq.size
+    assert merged.energy == pytest.approx(element.energy, rel=1e-13)
+    np.testing.assert_allclose(merged.gradient, element.gradient,
+                               atol=1e-12 * np.abs(element.gradient).max())
+
+
+def test_distinct_points_are_not_merged():
+    x = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0 + 1e-6],
+                  [1.0, 2.0, 3.0 + 1e-15]])
+    rep, group = _shared_points(x)
+    assert group[1] == group[3] != group[2] and len(set(group)) == 3
+    np.testing.assert_array_equal(x[rep[group]][[0, 2]], x[[0, 2]])
