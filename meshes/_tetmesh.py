@@ -298,6 +298,14 @@ class TetMesh:
         return np.ascontiguousarray(self.dof_map[self.basis.element_dofs.T])
 
     @cached_property
+    def _element_dofs_index(self) -> np.ndarray:
+        """:attr:`element_dofs` as int32 when the DOFs fit (sparse assembly: half the index
+        memory of the coordinate lists)."""
+        if self.n_dofs < np.iinfo(np.int32).max:
+            return self.element_dofs.astype(np.int32)
+        return self.element_dofs
+
+    @cached_property
     def prolongation(self) -> sp.csr_matrix:
         """(n_full, n_dofs) 0/1 matrix P: a periodic field ``u`` is ``P @ u`` on the full mesh."""
         n_full = self.dof_map.size
@@ -346,7 +354,7 @@ class TetMesh:
         """CSR (n_elements*n_quad, n_dofs) with reference values (n_local, n_quad) per element."""
         ne, nq = self.n_elements, self.n_quad
         nl = ref_values.shape[0]
-        cols = np.repeat(self.element_dofs[:, None, :], nq, axis=1).reshape(-1)
+        cols = np.repeat(self._element_dofs_index[:, None, :], nq, axis=1).reshape(-1)
         data = np.broadcast_to(ref_values.T[None], (ne, nq, nl)).reshape(-1)
         indptr = np.arange(0, ne * nq * nl + 1, nl)
         mat = sp.csr_matrix((data.copy(), cols, indptr), shape=(ne * nq, self.n_dofs))
@@ -382,7 +390,7 @@ class TetMesh:
     # ------------------------------------------------------------------ operators
     def _assemble(self, element_matrices: np.ndarray) -> sp.csr_matrix:
         """Periodic matrix from (n_elements, n_local, n_local) element matrices (= ``PᵀAP``)."""
-        edofs = self.element_dofs
+        edofs = self._element_dofs_index
         nl = edofs.shape[1]
         rows = np.repeat(edofs, nl, axis=1).ravel()
         cols = np.tile(edofs, (1, nl)).ravel()
