@@ -423,7 +423,7 @@ class TetMesh:
     @cached_property
     def basis_integrals(self) -> np.ndarray:
         """(n_dofs,) ``∫ φ_i`` (sum to the volume; negative at P2 vertices)."""
-        return np.asarray(self.interpolation_T @ self.quad_weights)
+        return np.asarray(self.interpolation.T @ self.quad_weights)
 
     # ------------------------------------------------------------------ nodal quadrature
     @cached_property

@@ -41,7 +41,15 @@ def test_fft_solves_match_a_direct_solver(cell, order):
     A = (0.5 * K + 2.0 * M).tocsr()  # the minimiser's preconditioner matrix
     solve_a = _solver(A, m)
     c = rng.standard_normal(m.n_dofs)
-    assert np.allclose(solve_a(c), spla.spsolve(A.tocsc(), c), rtol=0, atol=1e-11)
+    ref = spla.spsolve(A.tocsc(), c)
+    assert np.allclose(solve_a(c), ref, rtol=0, atol=1e-11)
+    # the same from the Fourier blocks of K and M (what the minimiser's preconditioner uses)
+    combined = solve_k.combine(0.5, _solver(M, m), 2.0)
+    assert np.allclose(combined(c), ref, rtol=0, atol=1e-11)
+    other = _solver(periodic_mesh(cell, divisions=(5, 6, 8), order=order).mass,
+                    periodic_mesh(cell, divisions=(5, 6, 8), order=order))
+    with pytest.raises(ValueError, match="different DOF sublattices"):
+        solve_k.combine(0.5, other, 2.0)
 
 
 def test_no_fft_solver_without_translation_invariance():
