@@ -63,7 +63,7 @@ def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precond
     n_eval = 1
     history: list[dict] = []
     d_prev = z_prev = r_prev = None
-    slope_prev = theta_prev = None
+    scale = 1.0  # accepted step / the preconditioner's proposal, of the last search
     e_prev = np.inf
     t0 = time.perf_counter()
     for it in range(max_iter + 1):
@@ -100,12 +100,14 @@ def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precond
         dn = np.sqrt(d @ (M @ d))
         s = np.sqrt(N) / dn * d
         slope0 = g @ s
-        theta = 0.1 if theta_prev is None else float(np.clip(
-            theta_prev * slope_prev / slope0, 1e-8, 0.5))
+        # first trial: the step the preconditioner proposes (|d|_M in units of |u|_M = √N),
+        # scaled by how far the previous search went beyond its own proposal
+        natural = float(dn / np.sqrt(N))
+        theta = float(np.clip(scale * natural, 1e-8, 0.5))
         theta, ev_new, u_new, tangent, k = _line_search(functional, u, s, ev, slope0, theta)
+        scale = float(np.clip(theta / natural, 1e-3, 1e3))
         n_eval += k
         e_prev = ev.energy
-        theta_prev, slope_prev = theta, slope0
         # transport the direction and residual history to the new point
         d_prev = tangent * (dn / np.sqrt(N))
         z_prev, r_prev = z, res
