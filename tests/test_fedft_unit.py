@@ -341,6 +341,15 @@ def test_mesh_too_coarse_for_pseudopotential(al_primitive):
                       compensation_width=0.2)
 
 
+def test_line_search_takes_the_preconditioned_step(al_conventional):
+    """With the exact FFT preconditioner the first trial step of every line search is
+    accepted for a perfect crystal: one functional evaluation per iteration."""
+    r = fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, preset="fast")
+    evaluations = [h["evaluations"] for h in r.history]
+    assert evaluations == list(range(1, len(evaluations) + 1))
+    assert len(evaluations) <= 10
+
+
 def test_non_convergence_raises_with_history(al_conventional):
     with pytest.raises(fedft.ConvergenceError, match="did not converge") as info:
         fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, preset="fast", max_iter=2)
