@@ -25,6 +25,7 @@ from skfem.quadrature import get_quadrature
 from skfem.refdom import RefTet
 
 from ._errors import DegenerateCellError, MeshError
+from ._translation import translation_structure
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,11 @@ class TetMesh:
 
     # ------------------------------------------------------------------ operators
     def _assemble(self, element_matrices: np.ndarray) -> sp.csr_matrix:
-        """Periodic matrix from (n_elements, n_local, n_local) element matrices (= ``PᵀAP``)."""
+        """Periodic matrix (= ``PᵀAP``) from the element matrices (n, n_local, n_local) of
+        :meth:`_elements`: per type from one sub-cell on uniform periodic meshes, else of
+        every element."""
+        if self.translation is not None:
+            return self.translation.matrix(element_matrices)
         edofs = self._element_dofs_index
         nl = edofs.shape[1]
         rows = np.repeat(edofs, nl, axis=1).ravel()
@@ -400,6 +405,17 @@ class TetMesh:
         return mat
 
     @cached_property
+    def translation(self):
+        """:class:`meshes._translation.TranslationStructure` of a uniform periodic mesh (its
+        matrices are assembled from one sub-cell), None otherwise."""
+        return translation_structure(self)
+
+    def _elements(self):
+        """The elements whose matrices the assembly needs: one per type of a uniform
+        periodic mesh, else all."""
+        return slice(None) if self.translation is None else self.translation.representatives
+
+    @cached_property
     def stiffness(self) -> sp.csr_matrix:
         """Periodic stiffness matrix ``K_ij = ∫ ∇φ_i·∇φ_j``.
 
@@ -408,8 +424,9 @@ class TetMesh:
         vals, grads = self._reference_basis()
         nl = grads.shape[0]
         ref = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads).reshape(9, nl * nl)
-        Ainv = np.linalg.inv(self._affine[1])
-        metric = (Ainv @ Ainv.transpose(0, 2, 1)) * self._abs_det[:, None, None]
+        which = self._elements()
+        Ainv = np.linalg.inv(self._affine[1][which])
+        metric = (Ainv @ Ainv.transpose(0, 2, 1)) * self._abs_det[which, None, None]
         # one (n_elements, 9) x (9, nl²) product: several times faster than the einsum
         return self._assemble((metric.reshape(-1, 9) @ ref).reshape(-1, nl, nl))
 
@@ -418,7 +435,7 @@ class TetMesh:
         """Periodic mass matrix ``M_ij = ∫ φ_i φ_j`` (exact for P1 and P2 with order ≥ 4)."""
         vals, _ = self._reference_basis()
         ref = np.einsum("q,iq,jq->ij", self.ref_weights, vals, vals)
-        return self._assemble(self._abs_det[:, None, None] * ref[None])
+        return self._assemble(self._abs_det[self._elements(), None, None] * ref[None])
 
     @cached_property
     def basis_integrals(self) -> np.ndarray:

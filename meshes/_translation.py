@@ -1,0 +1,172 @@
+"""Translation structure of uniform periodic meshes: assembly from one sub-cell.
+
+A uniform periodic mesh (:func:`meshes.periodic_mesh`) is the Kuhn triangulation of an
+``N₁ × N₂ × N₃`` grid of identical sub-cells: ``T = 6`` tetrahedron types, each repeated in every
+sub-cell by a translation, so every element of a type has the same element matrices. Its DOFs
+sit on a grid ``order`` times finer than the sub-cells (P2: vertices and edge midpoints), on
+``S = order³`` sublattices (the parity of the fine-grid coordinates). A matrix assembled from
+per-type element matrices is then a stencil: the entry between DOF ``(s, n)`` (sublattice ``s``,
+sub-cell ``n``) and ``(s', n + m)`` does not depend on ``n``. :class:`TranslationStructure`
+builds such matrices from the ``T`` element matrices of one sub-cell directly in CSR form, with
+no per-element coordinate lists (the generic assembly of 32-atom fcc Al at spacing 0.5 bohr
+holds 18M of them).
+
+:func:`translation_structure` finds the structure from the mesh itself and checks it (every
+element of a type a translate of the first, with the same local DOF layout); a mesh without
+it (graded axes, open boundaries) gets ``None`` and the generic assembly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True, eq=False)
+class TranslationStructure:
+    """Element types and DOF sublattices of a uniform periodic mesh.
+
+    Attributes
+    ----------
+    divisions : (3,) int
+        Sub-cells along each lattice vector.
+    representatives : (T,) int
+        The first element of each type; element ``e`` has type ``e // n_cells`` and sits in
+        the sub-cell of C-order index ``e % n_cells``.
+    offsets : (T, n_local, 3) int
+        Fine-grid offsets (units of 1/order sub-cell) of each local DOF from the element's
+        first local DOF, a vertex at the corner of its sub-cell.
+    dof_index : (S, N₁, N₂, N₃) int
+        Periodic DOF at each sublattice site; sublattice ``s`` is the parity pattern of the
+        fine-grid coordinates (``s = 4 p₁ + 2 p₂ + p₃`` for P2; one sublattice for P1).
+    """
+
+    divisions: tuple
+    representatives: np.ndarray
+    offsets: np.ndarray
+    dof_index: np.ndarray
+    order: int
+
+    @property
+    def n_cells(self) -> int:
+        return int(np.prod(self.divisions))
+
+    @property
+    def n_types(self) -> int:
+        return self.representatives.size
+
+    def element_types(self) -> np.ndarray:
+        """(n_elements,) type of each element."""
+        return np.repeat(np.arange(self.n_types), self.n_cells)
+
+    def element_cells(self) -> np.ndarray:
+        """(n_elements,) C-order sub-cell index of each element."""
+        return np.tile(np.arange(self.n_cells), self.n_types)
+
+    def stencil(self, matrices: np.ndarray):
+        """Stencil of the element matrices (T, n_local, n_local) of the types.
+
+        Returns
+        -------
+        rows, cols : (E,) int sublattices of the row and column DOF; shifts : (E, 3) int
+        sub-cell offset of the column from the row; values : (E,) float.
+        """
+        p = self.order
+        T, nl = self.offsets.shape[:2]
+        sub = self.offsets % p  # anchors are vertices: the parity is the offset's
+        kind = (sub[..., 0] * p + sub[..., 1]) * p + sub[..., 2]  # (T, nl)
+        cell = self.offsets // p  # (T, nl, 3)
+        ri, rj = np.meshgrid(np.arange(nl), np.arange(nl), indexing="ij")
+        s_row = kind[:, ri].ravel()
+        s_col = kind[:, rj].ravel()
+        shift = (cell[:, rj] - cell[:, ri]).reshape(-1, 3)
+        # entries with the same (row sublattice, column sublattice, shift) add up
+        key = ((s_row * p**3 + s_col) * 5 + shift[:, 0] + 2) * 25 + (shift[:, 1] + 2) * 5 \
+            + shift[:, 2] + 2
+        uniq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        values = np.bincount(inverse.ravel(), weights=np.asarray(matrices).ravel(),
+                             minlength=uniq.size)
+        return s_row[first], s_col[first], shift[first], values
+
+    def matrix(self, matrices: np.ndarray) -> sp.csr_matrix:
+        """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR with
+        sorted indices (equal to the generic assembly of the same element matrices)."""
+        s_row, s_col, shift, values = self.stencil(matrices)
+        index = self.dof_index
+        S = index.shape[0]
+        n_dofs = index.size
+        per_kind = np.bincount(s_row, minlength=S)  # entries of each row of a sublattice
+        kind_of_dof = np.empty(n_dofs, dtype=np.int64)
+        kind_of_dof[index.reshape(S, -1)] = np.arange(S)[:, None]
+        indptr = np.zeros(n_dofs + 1, dtype=np.int64)
+        np.cumsum(per_kind[kind_of_dof], out=indptr[1:])
+        idx_dtype = np.int32 if max(n_dofs, indptr[-1]) < np.iinfo(np.int32).max else np.int64
+        indices = np.empty(indptr[-1], dtype=idx_dtype)
+        data = np.empty(indptr[-1])
+        order = np.argsort(s_row, kind="stable")
+        start = 0
+        for s in range(S):  # a few sublattices; everything inside is vectorised over cells
+            entries = order[start:start + per_kind[s]]
+            start += per_kind[s]
+            rows = index[s].ravel()  # (n_cells,)
+            pos = indptr[rows][:, None] + np.arange(entries.size)[None, :]
+            cols = np.empty((rows.size, entries.size), dtype=idx_dtype)
+            for k, e in enumerate(entries):
+                cols[:, k] = np.roll(index[s_col[e]], tuple(-shift[e]), axis=(0, 1, 2)).ravel()
+            indices[pos] = cols
+            data[pos] = values[entries][None, :]
+        mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)),
+                            shape=(n_dofs, n_dofs))
+        mat.sum_duplicates()  # sorts; sums only when an axis has 2 sub-cells (m = ±1 meet)
+        return mat
+
+
+def translation_structure(mesh) -> TranslationStructure | None:
+    """The :class:`TranslationStructure` of a uniform periodic mesh, or None.
+
+    Checks that the elements come as types × sub-cells in C order, that every element of a
+    type has the affine map of the first (to 1e-12 of the cell) and the same local DOF offsets,
+    and that the periodic DOFs fill every sublattice site once.
+    """
+    if not all(mesh.pbc) or mesh.axes is not None:
+        return None
+    n = np.asarray(mesh.divisions, dtype=np.int64)
+    n_cells = int(np.prod(n))
+    ne = mesh.n_elements
+    if ne % n_cells:
+        return None
+    T = ne // n_cells
+    p = int(mesh.order)
+    _, A = mesh._affine
+    A = A.reshape(T, n_cells, 3, 3)
+    scale = np.abs(mesh.cell).max()
+    if np.abs(A - A[:, :1]).max() > 1e-12 * scale:
+        return None
+    # full (unwrapped) DOFs on the fine grid
+    full = np.linalg.solve(mesh.cell.T, mesh.full_dof_positions.T - mesh.origin[:, None]).T
+    grid = full * (p * n)
+    fine = np.rint(grid).astype(np.int64)
+    if np.abs(grid - fine).max() > 1e-6:
+        return None
+    edofs = mesh.basis.element_dofs.T  # (ne, nl) full DOF indices
+    g = fine[edofs]  # (ne, nl, 3)
+    off = (g - g[:, :1]).reshape(T, n_cells, *g.shape[1:])
+    if np.any(off != off[:, :1]):
+        return None
+    anchor = g[:, 0].reshape(T, n_cells, 3)
+    cells = np.stack(np.unravel_index(np.arange(n_cells), tuple(n)), axis=1)
+    if np.any(anchor != p * cells[None]) or np.any(off[:, 0] < 0):
+        return None  # first local DOF is not the corner vertex of the element's sub-cell
+    # the periodic DOFs on the sublattices
+    per = np.rint(mesh.dof_frac * (p * n)).astype(np.int64) % (p * n)
+    kind = ((per[:, 0] % p) * p + per[:, 1] % p) * p + per[:, 2] % p
+    site = kind * n_cells + np.ravel_multi_index(tuple((per // p).T), tuple(n))
+    if np.bincount(site, minlength=p**3 * n_cells).max() != 1 or site.size != p**3 * n_cells:
+        return None
+    index = np.empty(site.size, dtype=np.int64)
+    index[site] = np.arange(site.size)
+    return TranslationStructure(divisions=tuple(int(k) for k in n),
+                                representatives=np.arange(T) * n_cells,
+                                offsets=off[:, 0], dof_index=index.reshape(p**3, *n), order=p)
