@@ -28,7 +28,8 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PointLattice", "point_lattice", "LatticeSolver", "lattice_solver"]
+__all__ = ["PointLattice", "point_lattice", "element_point_lattice", "LatticeSolver",
+           "lattice_solver"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,8 +42,8 @@ class LatticeSolver:
         DOF of each sublattice site.
     symbol : (N₁, N₂, N₃//2 + 1, S, S) complex
         ``Â(k)`` on the half-space of the real FFT.
-    inverse : (N₁, N₂, N₃//2 + 1, S, S) complex
-        Its pseudo-inverse.
+    inverse : (N₁, N₂, N₃//2 + 1, S, S) complex or None
+        Its pseudo-inverse (None: built for :meth:`combine` only).
     """
 
     index: np.ndarray
@@ -63,6 +64,8 @@ class LatticeSolver:
 
     def __call__(self, b: np.ndarray) -> np.ndarray:
         """Solve ``A x = b`` (least squares in the null space of ``A``); ``b`` (n_dofs,)."""
+        if self.inverse is None:
+            raise ValueError("built with invert=False: Fourier blocks only, no solves")
         return self._apply(self.inverse, np.asarray(b, dtype=np.float64))
 
     def matvec(self, x: np.ndarray) -> np.ndarray:
@@ -119,6 +122,42 @@ def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattic
     """The sublattices of points at fractional coordinates ``frac`` (n, 3) on a uniform
     ``divisions`` grid, or None when the points do not repeat identically in every sub-cell."""
     n = np.asarray(divisions, dtype=np.int64)
+    offsets, kind, cells = _classify(frac, n, tol)
+    site = kind * int(np.prod(n)) + np.ravel_multi_index(cells.T, tuple(n))
+    return _complete(offsets, n, site)
+
+
+def element_point_lattice(ref_frac: np.ndarray, translation) -> PointLattice | None:
+    """:func:`point_lattice` of per-element points (e.g. the quadrature points) of a uniform
+    periodic mesh from those of one element per type: element ``e`` of type ``t`` in sub-cell
+    ``c`` has the points of type ``t``'s representative (in sub-cell 0) shifted by ``c``.
+
+    Parameters
+    ----------
+    ref_frac : (T, n_points, 3) fractional coordinates of the points of each type's
+        representative element.
+    translation : meshes._translation.TranslationStructure
+
+    Returns
+    -------
+    PointLattice of the ``T · n_cells · n_points`` points in element order, or None.
+    """
+    n = np.asarray(translation.divisions, dtype=np.int64)
+    T, npt = ref_frac.shape[:2]
+    offsets, kind, cells = _classify(ref_frac.reshape(-1, 3), n, tol=1e-8)
+    kind, cells = kind.reshape(T, 1, npt), cells.reshape(T, 1, npt, 3)
+    sub = np.stack(np.unravel_index(np.arange(int(np.prod(n))), tuple(n)), axis=1)
+    flat = np.zeros((T, sub.shape[0], npt), dtype=np.int64)
+    for a in range(3):  # C-order index of the shifted sub-cell, axis by axis
+        flat *= n[a]
+        flat += (cells[..., a] + sub[None, :, None, a]) % n[a]
+    site = (kind * int(np.prod(n)) + flat).ravel()
+    return _complete(offsets, n, site)
+
+
+def _classify(frac: np.ndarray, n: np.ndarray, tol: float):
+    """Offsets (S, 3) in sub-cell units, the offset index (n,) and the sub-cell (n, 3) of
+    each point."""
     # in place: millions of quadrature points, each new temporary costs its page faults
     exact = np.asarray(frac, dtype=np.float64) * n
     base = exact + tol
@@ -141,17 +180,20 @@ def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattic
         keys, kind = np.unique(key, return_inverse=True)
         kind = kind.ravel()
     counts = np.bincount(kind)  # the exact offsets: mean of each group
-    uniq = np.stack([np.bincount(kind, weights=exact[:, a]) / counts for a in range(3)], 1)
-    n_cells = int(np.prod(n))
-    site = kind * n_cells + np.ravel_multi_index(cells.T, tuple(n))
-    if np.count_nonzero(np.bincount(site, minlength=uniq.shape[0] * n_cells)) \
-            != uniq.shape[0] * n_cells:
+    offsets = np.stack([np.bincount(kind, weights=exact[:, a]) / counts for a in range(3)], 1)
+    return offsets, kind, cells
+
+
+def _complete(offsets: np.ndarray, n: np.ndarray, site: np.ndarray) -> PointLattice | None:
+    """The PointLattice if every site of every sublattice holds a point, else None."""
+    n_sites = offsets.shape[0] * int(np.prod(n))
+    if np.count_nonzero(np.bincount(site, minlength=n_sites)) != n_sites:
         return None
-    return PointLattice(offsets=uniq, divisions=tuple(int(k) for k in n), site=site)
+    return PointLattice(offsets=offsets, divisions=tuple(int(k) for k in n), site=site)
 
 
 def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
-                   seed: int = 0) -> LatticeSolver | None:
+                   seed: int = 0, invert: bool = True) -> LatticeSolver | None:
     """FFT solver of ``A`` if it is block-circulant on a uniform periodic grid, else None.
 
     Parameters
@@ -161,6 +203,8 @@ def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
         or None (no sublattice structure: no solver)
     check_rtol : float
         Largest relative difference between ``A x`` and its Fourier form for a random ``x``.
+    invert : bool
+        False: the Fourier blocks only (for :meth:`LatticeSolver.combine`; no solves).
     """
     if dofs is None or np.bincount(dofs.site).max(initial=0) > 1:
         return None  # not one DOF per site
@@ -177,7 +221,7 @@ def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
     # y(n) = Σ_m C(m) x(n + m)  =>  ŷ(k) = conj(Ĉ(k)) x̂(k) for real C
     symbol = np.moveaxis(np.conj(np.fft.rfftn(stencil, axes=(2, 3, 4))), (0, 1), (-2, -1))
     symbol = 0.5 * (symbol + np.conj(np.swapaxes(symbol, -1, -2)))  # Hermitian to rounding
-    solver = _from_symbol(index, symbol)
+    solver = _from_symbol(index, symbol) if invert else LatticeSolver(index, symbol, None)
     x = np.random.default_rng(seed).standard_normal(index.size)
     ax = A @ x
     err = np.linalg.norm(solver.matvec(x) - ax) / np.linalg.norm(ax)
