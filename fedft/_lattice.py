@@ -187,6 +187,8 @@ def _classify(frac: np.ndarray, n: np.ndarray, tol: float):
 def _complete(offsets: np.ndarray, n: np.ndarray, site: np.ndarray) -> PointLattice | None:
     """The PointLattice if every site of every sublattice holds a point, else None."""
     n_sites = offsets.shape[0] * int(np.prod(n))
+    if n_sites > site.size:  # fewer points than sites (e.g. a graded mesh: no sublattices)
+        return None
     if np.count_nonzero(np.bincount(site, minlength=n_sites)) != n_sites:
         return None
     return PointLattice(offsets=offsets, divisions=tuple(int(k) for k in n), site=site)

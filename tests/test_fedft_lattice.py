@@ -86,3 +86,10 @@ def test_discretisation_solves_uniform_periodic_poisson_by_fft():
     graded = Discretisation(graded_mesh(FCC, np.zeros((1, 3)), 0.5, 0.5, 1.0, order=2))
     assert graded._dof_lattice is None and not isinstance(graded._poisson_prec, LatticeSolver)
     assert not isinstance(graded.preconditioner(0.5, 2.0), LatticeSolver)
+
+
+def test_points_without_sublattices_are_rejected_without_counting_every_site():
+    """Scattered points (a graded mesh's DOFs) give one offset per point: S·N sites would be
+    ~1e10 counters here; the classifier must say None from the counts alone."""
+    rng = np.random.default_rng(5)
+    assert point_lattice(rng.random((100_000, 3)), (50, 50, 50)) is None
