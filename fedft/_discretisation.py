@@ -158,8 +158,6 @@ class Discretisation:
         m = self.mesh
         self.K = m.stiffness
         self.M = m.mass
-        self.B = m.interpolation
-        self.BT = self.B.T  # a CSC view: Bᵀv as fast as with a transposed copy, no copy
         self.wq = m.quad_weights
         self.xq = m.quad_points
         self.basis_integrals = m.basis_integrals
@@ -216,6 +214,17 @@ class Discretisation:
         return None if quad is None else (quad, self._dof_lattice)
 
     @cached_property
+    def B(self):
+        """(n_q, n_dofs) CSR: DOF values -> values at the element quadrature points (built on
+        first use: the ground state of a crystal needs only :attr:`merged`)."""
+        return self.mesh.interpolation
+
+    @property
+    def BT(self):
+        """Transpose of :attr:`B`, a CSC view (``Bᵀv`` as fast as with a transposed copy)."""
+        return self.B.T
+
+    @cached_property
     def merged(self) -> MergedQuadrature:
         """:class:`MergedQuadrature` of the mesh (what the minimiser's functional uses)."""
         lattices = self.point_lattices
@@ -224,7 +233,7 @@ class Discretisation:
             rep, group = _shared_points(x, lattices[0], self.mesh.cell)
         else:
             rep, group = _shared_points(x)
-        B = self.B[rep]
+        B = self.mesh.quadrature_rows(rep)
         w = np.bincount(group, weights=self.wq, minlength=rep.size)
         log.debug("quadrature: %d element points, %d distinct", x.shape[0], rep.size)
         return MergedQuadrature(rep=rep, group=group, B=B, BT=B.T, w=w)

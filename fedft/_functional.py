@@ -66,6 +66,11 @@ class Functional:
         self._quad = self.disc.merged
         self._v_local = self._quad.restrict(self.v_local_q)
 
+    @property
+    def quadrature(self):
+        """The :class:`~fedft._discretisation.MergedQuadrature` the integrals run over."""
+        return self._quad
+
     def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
         d, q = self.disc, self._quad
         uq = q.B @ u

@@ -376,8 +376,10 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     timings["minimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    rho_q = (disc.B @ result.u) ** 2
-    load = disc.load(rho_q)
+    merged = functional.quadrature
+    rho_m = (merged.B @ result.u) ** 2
+    rho_q = rho_m[merged.group]  # at the element quadrature points
+    load = merged.BT @ (merged.w * rho_m)
     # the potential the ions' Gaussians feel (reciprocity): isolated systems take the
     # symmetric form's Mℓ (Discretisation.hartree), so that ½∫ρV_H is the Hartree energy that
     # was minimised and, with E_ei,long = −ℓ_ρᵀMℓ_g, the forces are its exact derivatives

@@ -439,8 +439,25 @@ class TetMesh:
 
     @cached_property
     def basis_integrals(self) -> np.ndarray:
-        """(n_dofs,) ``∫ φ_i`` (sum to the volume; negative at P2 vertices)."""
-        return np.asarray(self.interpolation.T @ self.quad_weights)
+        """(n_dofs,) ``∫ φ_i`` (sum to the volume; negative at P2 vertices), with the mesh's
+        quadrature rule, summed element by element (no interpolation matrix)."""
+        vals, _ = self._reference_basis()
+        local = vals @ self.ref_weights  # (n_local,) reference integrals
+        return np.bincount(self.element_dofs.ravel(), minlength=self.n_dofs,
+                           weights=(self._abs_det[:, None] * local[None, :]).ravel())
+
+    def quadrature_rows(self, points: np.ndarray) -> sp.csr_matrix:
+        """Rows of :attr:`interpolation` for some element quadrature points (indices into the
+        ``n_elements * n_quad`` points), built directly: (len(points), n_dofs) CSR."""
+        points = np.asarray(points, dtype=np.int64)
+        element, q = np.divmod(points, self.n_quad)
+        vals = self._reference_basis()[0]  # (n_local, n_quad)
+        nl = vals.shape[0]
+        mat = sp.csr_matrix((vals.T[q].ravel(), self._element_dofs_index[element].ravel(),
+                             np.arange(0, points.size * nl + 1, nl)),
+                            shape=(points.size, self.n_dofs))
+        mat.sum_duplicates()  # an element may hold one periodic DOF twice (2 sub-cells)
+        return mat
 
     # ------------------------------------------------------------------ nodal quadrature
     @cached_property
