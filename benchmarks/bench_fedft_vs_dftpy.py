@@ -20,62 +20,52 @@ Usage::
     python benchmarks/bench_fedft_vs_dftpy.py [--sizes 4 32 108] [--target 1e-4]
         [--grading none all] [--grading-rate 0.3] [--h-max 0.48] [--graded-spacings 0.35 0.3]
 
-Measured 2026-11-22 (fifth session) on this project's 2-core machine, nothing else running
-(load ~1), target 1e-4 Ha/atom, with the FFT solves and the reciprocal-space ion sums of
-uniform periodic meshes (``fedft._lattice``, ``fedft._ions_reciprocal``)::
+Measured 2026-11-22 (sixth session, commit d56ac92) on this project's 2-core machine, nothing
+else running (load ~0.6-0.9), target 1e-4 Ha/atom. fedft's time is energy and forces, as
+DFTpy's; the nodal fields are computed when first used and their time ("fields") is printed
+apart::
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 108 --grading none \
-        --spacings 0.55 0.5 0.45
+        --spacings 0.55 0.5
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err  load
-        4  uniform     0.33     2.40    7.3       439       8192     0.50  +8.32e-05  0.8
-       32  uniform     0.37    13.82   37.3      2508       7448     0.50  +9.40e-05  0.8
-      108  uniform     0.66    73.48  111.6      7705       7210     0.50  +9.80e-05  1.1
-    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-145 MB
-    fedft stages (s): N=4 ions 0.94, minimise 0.45, forces 0.04, assembly 0.43, fields 0.33;
-    N=32 ions 1.94, minimise 4.60, forces 0.38, assembly 2.08, fields 4.34; N=108 ions 7.36,
-    minimise 30.47, forces 3.89, assembly 12.49, fields 16.16
+        4  uniform     0.32     0.81    2.6       442       8192     0.50  +8.32e-05  0.6
+       32  uniform     0.36     4.17   11.7      2408       7448     0.50  +9.40e-05  0.7
+      108  uniform     0.65    21.17   32.8      7487       7210     0.50  +9.80e-05  0.9
+    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-146 MB (spacing 0.55: +1.39e-04)
+    fedft stages (s): N=32 assembly 1.01, ions 0.48, setup 1.07, minimise 1.16 (8
+    iterations, 9 evaluations), forces 0.26 (fields 4.26, not timed); N=108 assembly 5.22,
+    ions 3.87, setup 3.59, minimise 6.81, forces 1.42 (fields 19.57)
 
-(the 4-atom ion stage was 0.94 s because of a Hankel transform since made 6x cheaper). Rerun
-on the session's final main (27a6179, load 1.0-1.4, same errors): 4 atoms 3.06 s (DFTpy 0.35,
-8.8x), 32 atoms 16.90 s (DFTpy 0.60, 28.3x) and, alone, 17.02 s (DFTpy 0.43, 39.4x), 108 atoms
-73.37 s (DFTpy 0.69, 106.4x): run-to-run spread of this machine, ~20 %. The
-same session, step by step (``--spacings 0.45``, graded ``--graded-spacings 0.3``,
-``--grading-rate 0.3 --h-max 0.48``; the graded rows use AMG and real-space ion sums, as
-before)::
+    python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.3
 
-    atoms  mesh     DFTpy s  fedft s  ratio  DOFs/atom  fedft err
-        4  uniform     0.35     6.78   19.6      11664  +8.44e-05   FFT solves only
-       32  uniform     0.38    45.81  120.9      10719  +9.41e-05   FFT solves only
-      108  uniform     0.69   202.59  293.7      10415  +9.77e-05   FFT solves only
-        4  graded      0.35     8.42   24.4      11664  +8.51e-05
-       32  graded      0.38    93.96  247.9      10719  +9.50e-05
-      108  graded      0.69   527.20  764.4      10415  +9.86e-05
+    atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err
+        4  graded      0.51     4.94    9.6       577      11664     0.30  +8.51e-05
+       32  graded      0.43    42.29   98.7      3369      10719     0.30  +9.50e-05
+    (N=32 stages: ions 8.19, forces 12.00 (real-space ion sums), minimise 13.45, assembly
+    5.08, setup 3.33)
 
-With the fast-diagonalisation Poisson solves of graded grids (commit 1a59851; ``--sizes 4 32
---grading all --graded-spacings 0.3``): graded 4 atoms 7.27 s (21.5x), 32 atoms 62.47 s
-(160x; minimise 21.0 s instead of 51.7, ions 7.8, forces 11.2, fields 14.4 s: the real-space
-ion sums, which the reciprocal ones replace only on uniform meshes), DFTpy 0.34 and 0.39 s.
+What changed this session (the commits between 911c671 and d56ac92): the nodal fields are
+computed on first use (4.3 s of the old timed total at 32 atoms), LDA in cache-sized blocks,
+the functional on the 55 distinct instead of 84 quadrature points per cube, the exact FFT
+Poisson solve as CG's start, a line-search first step from the preconditioner's proposal (9
+instead of 19 evaluations at 32 atoms), the stiffness and mass matrices from one sub-cell and
+the quadrature sublattices from one element per type. The fifth
+session's final main (27a6179) took 13.8-17.0 s at 32 atoms (28-39x; DFTpy 0.37-0.60 s),
+3.06 s at 4 (8.8x) and 73.4 s at 108 (106x); graded, 7.27 s (21.5x) and 62.47 s (160x). That
+session went from 85.5 s (~200x) to those with exact FFT solves on uniform periodic meshes
+(``fedft._lattice``), reciprocal-space ion sums (``fedft._ions_reciprocal``: the
+pseudopotential exact at the quadrature points, so spacing 0.5 instead of 0.45 reaches the
+target) and fast-diagonalisation Poisson solves on graded grids.
 
-Before both (commit 6bc2e19, same machine and day, idle): 32 atoms uniform 0.45 85.5 s,
-of which the minimiser 41.4 s (14 iterations, ~11 AMG V-cycles per Poisson solve; the exact
-FFT inverse as preconditioner takes 6 iterations and one CG step per solve). The reciprocal
-ion sums make the pseudopotential exact at the quadrature points, which removes the error of
-the mesh's long-range potential (erf Al, 4 atoms: 8.44e-5 -> 5.27e-5 Ha/atom at spacing
-0.45), so spacing 0.5 now reaches the target (7.2-8.2e3 DOFs/atom instead of 1.04-1.17e4),
-and they replace the neighbour-list passes (the ions, forces and fields stages took 32 of
-46 s at 32 atoms).
-
-The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**: 37x (from
-89-121x). Graded periodic meshes do not help this crystal (below) and stay slower than
-uniform ones, which now also have the FFT solvers and the reciprocal sums. What is left is the
-discretisation: P2 elements need ~30x more unknowns than DFTpy's plane waves for 1e-4
-Ha/atom (7448 vs 250 per atom) and ~10 quadrature points per unknown; at 32 atoms the
-one-off per-mesh work (matrices, quadrature and projection operators, sublattices: ~5 s) and
-19 functional evaluations (~0.24 s each: interpolation to 2.5M quadrature points, LDA,
-products) remain, against DFTpy's 0.37 s in all. Reaching 5x needs far fewer unknowns per
-atom at this accuracy (higher-order or spectral elements) or a matrix-free structured
-implementation, not grading.
+The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**: 11.7x.
+It holds at 4 atoms (2.6x). Graded periodic meshes do not help this crystal (below) and stay
+slower than uniform ones. What is left is the discretisation: P2 elements need ~30x more
+unknowns than DFTpy's plane waves for 1e-4 Ha/atom (7448 vs 250 per atom), and at 32 atoms
+the one-off per-mesh work (mesh, matrices, sublattices, quadrature operators, Fourier blocks:
+~2 s) is half of fedft's time; the minimisation itself (1.2 s) is ~3x DFTpy's whole run.
+Reaching 5x needs fewer unknowns per atom (higher-order or spectral elements) or a
+matrix-free structured implementation that never builds the per-element operators.
 
 Graded meshes and this crystal (measured in the fourth session, real-space ion sums): over
 rate 0.2-0.6, h_max 0.45-1.0 bohr and h_min 0.3-0.6 bohr (4 and 32 atoms), the error
