@@ -7,7 +7,8 @@
    model through the ASE calculator (``get_potential_energy()`` then ``get_forces()``; default
    evaluation spacing unless ``--spacing``), against the fedft ground state of the same cell at
    the given presets (default: ``fast``, the preset of the training labels; target: >= 100x
-   faster), in the same run and process: both sides get the same threads (torch's and BLAS's
+   faster; ``fedft.compute``, energy and forces: its nodal fields are computed only when
+   first used), in the same run and process: both sides get the same threads (torch's and BLAS's
    follow ``OMP_NUM_THREADS``, default all cores).
 
 The speed of a network does not depend on its trained weights, so ``--model`` is optional: by
