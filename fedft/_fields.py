@@ -98,16 +98,16 @@ def nodal_fields(gs) -> dict:
     eps_xc, _ = lda_xc(rho_q)
     grad_u = mesh.gradient(u)
     lam = gs.kinetic_lambda
-    dens = np.stack([
-        C_F * rho_q * np.abs(uq) ** (4.0 / 3.0),
-        0.5 * lam * np.einsum("ij,ij->i", grad_u, grad_u),
-        rho_q * eps_xc,
-        0.5 * rho_q * vh_q,
-        rho_q * (v_local_q + gs.shift_per_electron),
-        gs.ewald_density,
-    ], axis=1)
-    es = screened_electrostatic_density(gs, rho_q, vh_q)
-    nodal = mesh.project_to_nodes(np.column_stack([dens, es]))
+    # the seven densities side by side (one lumped projection for all), filled in place
+    dens = np.empty((rho_q.size, len(TERMS) + 1))
+    dens[:, 0] = C_F * rho_q * np.abs(uq) ** (4.0 / 3.0)
+    dens[:, 1] = 0.5 * lam * np.einsum("ij,ij->i", grad_u, grad_u)
+    dens[:, 2] = rho_q * eps_xc
+    dens[:, 3] = 0.5 * rho_q * vh_q
+    dens[:, 4] = rho_q * (v_local_q + gs.shift_per_electron)
+    dens[:, 5] = gs.ewald_density
+    dens[:, 6] = screened_electrostatic_density(gs, rho_q, vh_q)
+    nodal = mesh.project_to_nodes(dens, overwrite=True)
     out = {f"e_{name}": nodal[:, k] for k, name in enumerate(TERMS)}
     out["e_electrostatic"] = nodal[:, len(TERMS)]
 

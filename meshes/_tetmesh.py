@@ -374,19 +374,27 @@ class TetMesh:
 
     @cached_property
     def _inverse_jacobians(self) -> np.ndarray:
-        """(3, 3, n_elements) inverse Jacobians of the affine element maps."""
-        return np.ascontiguousarray(np.linalg.inv(self._affine[1]).transpose(1, 2, 0))
+        """(n_elements, 3, 3) inverse Jacobians ``A⁻¹`` of the affine element maps."""
+        return np.linalg.inv(self._affine[1])
 
     @cached_property
     def _reference_gradients(self) -> np.ndarray:
         return self._reference_basis()[1]
 
+    def _element_gradients(self, ue: np.ndarray, ref_gradients: np.ndarray) -> np.ndarray:
+        """Physical gradients (n_elements, p, 3) of element fields with local values ``ue``
+        (n_elements, n_local), from reference gradients (n_local, 3, p) of the local basis:
+        ``∇u = A⁻ᵀ ∇_ξ u``: one BLAS product and one batched 3×3 product (several times
+        faster than the equivalent einsums)."""
+        nl, _, p = ref_gradients.shape
+        gref = (ue @ ref_gradients.reshape(nl, 3 * p)).reshape(-1, 3, p)  # ∂u/∂ξ_k
+        # g[e, q, d] = Σ_k ∂u/∂ξ_k · ∂ξ_k/∂x_d, with Ji[e, k, d] = ∂ξ_k/∂x_d
+        return np.matmul(gref.transpose(0, 2, 1), self._inverse_jacobians)
+
     def gradient(self, u: np.ndarray) -> np.ndarray:
         """Gradient of the periodic field ``u`` (n_dofs,) at the quadrature points, (n_q, 3)."""
-        ue = u[self.element_dofs]  # (ne, nl)
-        gref = np.einsum("ej,jkq->ekq", ue, self._reference_gradients)
-        g = np.einsum("kde,ekq->eqd", self._inverse_jacobians, gref)
-        return g.reshape(-1, 3)
+        return self._element_gradients(u[self.element_dofs],
+                                       self._reference_gradients).reshape(-1, 3)
 
     # ------------------------------------------------------------------ operators
     def _assemble(self, element_matrices: np.ndarray) -> sp.csr_matrix:
@@ -549,12 +557,16 @@ class TetMesh:
             return self.interpolation_T
         return self._quad_matrix(self._nodal_reference_basis[0]).T.tocsr()
 
-    def project_to_nodes(self, values_at_quad: np.ndarray) -> np.ndarray:
+    def project_to_nodes(self, values_at_quad: np.ndarray, overwrite: bool = False
+                         ) -> np.ndarray:
         """Lumped L² projection of a field given at the quadrature points onto the nodes.
 
         Parameters
         ----------
         values_at_quad : (n_elements*n_quad,) or (n_elements*n_quad, k)
+        overwrite : bool
+            Allow the weighting in place in ``values_at_quad`` (a float64 array; saves a copy
+            of a large array).
 
         Returns
         -------
@@ -563,7 +575,11 @@ class TetMesh:
         v = np.asarray(values_at_quad)
         wq = self.quad_weights if v.ndim == 1 else self.quad_weights[:, None]
         W = self.nodal_weights if v.ndim == 1 else self.nodal_weights[:, None]
-        return (self.nodal_projection_T @ (wq * v)) / W
+        if overwrite and v.dtype == np.float64:
+            v *= wq
+        else:
+            v = wq * v
+        return (self.nodal_projection_T @ v) / W
 
     def project_divergence(self, u: np.ndarray, vector_field, intorder: int = 5) -> np.ndarray:
         """Nodal values of the weak divergence ``-∇·v``, ``∫ v·∇ψ_i / ∫ψ_i``, of a vector
@@ -585,20 +601,21 @@ class TetMesh:
         subs = np.arange(4)[None] if self.order == 1 else _RED_REFINEMENT
         Xs, Ws = get_quadrature(RefTet, intorder)  # (3, p), (p,)
         elem = self.basis.elem
-        invJ = self._inverse_jacobians  # (3, 3, ne)
+        Ji = self._inverse_jacobians  # (ne, 3, 3)
         detJ = self._abs_det[:, None]
         out = np.zeros(self.n_dofs)
+        ue = u[self.element_dofs]  # (ne, nl)
         for sub in subs:
             v0 = nodes[sub[0]]
             T = (nodes[sub[1:]] - v0).T  # (3, 3) sub-tet edges as columns
             X = v0[:, None] + T @ Xs  # reference points of the parent element
             phi = np.array([elem.lbasis(X, j)[0] for j in range(nodes.shape[0])])
             dphi = np.array([elem.lbasis(X, j)[1] for j in range(nodes.shape[0])])
-            ue = u[self.element_dofs]  # (ne, nl)
             uq = ue @ phi  # (ne, p)
-            g = np.einsum("kde,ekq->eqd", invJ, np.einsum("ej,jkq->ekq", ue, dphi))
+            g = self._element_gradients(ue, dphi)  # (ne, p, 3)
             vec = np.asarray(vector_field(uq.ravel(), g.reshape(-1, 3))).reshape(g.shape)
-            ref = np.einsum("kde,eqd->ek", invJ, vec * Ws[None, :, None])  # Σ_q w invDF v
+            wv = np.einsum("eqd,q->ed", vec, Ws)  # Σ_q w v
+            ref = np.einsum("ekd,ed->ek", Ji, wv)  # Σ_q w A⁻¹ v
             ref *= detJ * abs(np.linalg.det(T))
             Tinv = np.linalg.inv(T)
             dbary = np.vstack([-Tinv.sum(0), Tinv])  # (4, 3) reference gradients of ψ
