@@ -37,6 +37,11 @@ apart::
     iterations, 9 evaluations), forces 0.26 (fields 4.26, not timed); N=108 assembly 5.22,
     ions 3.87, setup 3.59, minimise 6.81, forces 1.42 (fields 19.57)
 
+    rerun on the session's final main (502076d; the element interpolation matrix only built
+    when used, faster fields; load 0.8-0.9): 4 atoms 1.00 s (DFTpy 0.37, 2.7x), 32 atoms
+    5.58 s (DFTpy 0.52, 10.7x; 2256 MB), 108 atoms 18.19 s (DFTpy 0.71, 25.5x; 7098 MB);
+    N=32 assembly 1.48, ions 0.82, setup 1.33, minimise 1.41, forces 0.32 (fields 4.80)
+
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.3
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err
@@ -58,8 +63,8 @@ session went from 85.5 s (~200x) to those with exact FFT solves on uniform perio
 pseudopotential exact at the quadrature points, so spacing 0.5 instead of 0.45 reaches the
 target) and fast-diagonalisation Poisson solves on graded grids.
 
-The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**: 11.7x.
-It holds at 4 atoms (2.6x). Graded periodic meshes do not help this crystal (below) and stay
+The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**:
+10.7-11.7x. It holds at 4 atoms (2.6-2.7x). Graded periodic meshes do not help this crystal (below) and stay
 slower than uniform ones. What is left is the discretisation: P2 elements need ~30x more
 unknowns than DFTpy's plane waves for 1e-4 Ha/atom (7448 vs 250 per atom), and at 32 atoms
 the one-off per-mesh work (mesh, matrices, sublattices, quadrature operators, Fourier blocks:

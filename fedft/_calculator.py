@@ -29,7 +29,8 @@ class FedftCalculator(Calculator):
         atoms' initial charges.
 
     Isolated structures (``pbc=False``) also give ``dipole`` (e·Å, about the origin). After a
-    calculation, :attr:`result` holds the full :class:`fedft.Result` (fields included).
+    calculation, :attr:`result` holds the full :class:`fedft.Result` (its nodal fields are
+    computed when first read, so energy and force calls do not pay for them).
     Meshes, matrices and AMG hierarchies are reused while the mesh stays the same (a graded
     mesh follows the atoms, so it is rebuilt when they move), and the last density starts the
     next minimisation when it lives on the same mesh.
