@@ -82,8 +82,23 @@ class LatticeSolver:
 
 
 def _from_symbol(index: np.ndarray, symbol: np.ndarray) -> LatticeSolver:
-    inverse = np.linalg.pinv(symbol, rcond=1e-12, hermitian=True)
-    return LatticeSolver(index=index, symbol=symbol, inverse=inverse)
+    """The solver of the Fourier blocks ``symbol``: every block but ``k = 0`` inverted by LU
+    (the blocks of a stiffness or mass matrix are positive definite there; checked), the
+    ``k = 0`` block, singular for the stiffness (the constant), by pseudo-inverse. Blocks
+    that fail the check fall back to the pseudo-inverse of all."""
+    S = symbol.shape[-1]
+    blocks = symbol.reshape(-1, S, S)
+    inverse = np.empty_like(blocks)
+    inverse[0] = np.linalg.pinv(blocks[0], rcond=1e-12, hermitian=True)
+    if blocks.shape[0] > 1:
+        try:
+            inverse[1:] = np.linalg.inv(blocks[1:])
+        except np.linalg.LinAlgError:
+            inverse[1:] = np.nan
+        residual = np.abs(blocks[1:] @ inverse[1:] - np.eye(S)).max()
+        if not residual < 1e-8:  # nearly singular blocks: least squares everywhere
+            inverse = np.linalg.pinv(blocks, rcond=1e-12, hermitian=True)
+    return LatticeSolver(index=index, symbol=symbol, inverse=inverse.reshape(symbol.shape))
 
 
 @dataclass(frozen=True, eq=False)

@@ -93,3 +93,21 @@ def test_points_without_sublattices_are_rejected_without_counting_every_site():
     ~1e10 counters here; the classifier must say None from the counts alone."""
     rng = np.random.default_rng(5)
     assert point_lattice(rng.random((100_000, 3)), (50, 50, 50)) is None
+
+
+def test_fourier_blocks_inverted_by_lu_with_a_pseudo_inverse_fallback():
+    """Blocks k != 0 by LU, the k = 0 block (singular for K) and any nearly singular block by
+    pseudo-inverse: each block's inverse is the pseudo-inverse of the block."""
+    from fedft._lattice import _from_symbol
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((3, 2, 2, 4, 4)) + 1j * rng.standard_normal((3, 2, 2, 4, 4))
+    symbol = a @ np.conj(np.swapaxes(a, -1, -2)) + 0.1 * np.eye(4)  # Hermitian, definite
+    symbol[0, 0, 0] = np.diag([0.0, 1.0, 2.0, 3.0])  # singular k = 0 block
+    index = np.arange(4 * 12).reshape(4, 3, 2, 2)
+    for singular_elsewhere in (False, True):
+        if singular_elsewhere:
+            symbol[1, 1, 0] = np.diag([1.0, 2.0, 0.0, 4.0])
+        inverse = _from_symbol(index, symbol).inverse
+        ref = np.linalg.pinv(symbol, rcond=1e-12, hermitian=True)
+        np.testing.assert_allclose(inverse, ref, atol=1e-10 * np.abs(ref).max())
