@@ -41,6 +41,10 @@ apart::
     when used, faster fields; load 0.8-0.9): 4 atoms 1.00 s (DFTpy 0.37, 2.7x), 32 atoms
     5.58 s (DFTpy 0.52, 10.7x; 2256 MB), 108 atoms 18.19 s (DFTpy 0.71, 25.5x; 7098 MB);
     N=32 assembly 1.48, ions 0.82, setup 1.33, minimise 1.41, forces 0.32 (fields 4.80)
+    and after the LU-inverted Fourier blocks (fcd0a4e; load 0.5-1.1): 4 atoms 0.97 s (DFTpy
+    0.35, 2.8x), 32 atoms 4.02 s (DFTpy 0.62, 6.4x; assembly 0.94, ions 0.66, setup 0.30,
+    minimise 1.47, forces 0.33), 108 atoms 18.69 s (DFTpy 0.72, 26.0x); two more 32-atom
+    runs (``--sizes 32 --spacings 0.5``): 6.49 s (DFTpy 0.45, 14.5x), 5.52 s (0.58, 9.5x)
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.3
 
@@ -64,7 +68,8 @@ pseudopotential exact at the quadrature points, so spacing 0.5 instead of 0.45 r
 target) and fast-diagonalisation Poisson solves on graded grids.
 
 The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**:
-10.7-11.7x. It holds at 4 atoms (2.6-2.7x). Graded periodic meshes do not help this crystal (below) and stay
+6.4-14.5x on the final main (three runs, median 9.5x; both codes' times vary by tens of per
+cent from run to run here). It holds at 4 atoms (2.6-2.8x). Graded periodic meshes do not help this crystal (below) and stay
 slower than uniform ones. What is left is the discretisation: P2 elements need ~30x more
 unknowns than DFTpy's plane waves for 1e-4 Ha/atom (7448 vs 250 per atom), and at 32 atoms
 the one-off per-mesh work (mesh, matrices, sublattices, quadrature operators, Fourier blocks:
