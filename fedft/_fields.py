@@ -91,9 +91,12 @@ def nodal_fields(gs) -> dict:
     disc = gs.disc
     mesh = disc.mesh
     u = gs.u
-    uq = disc.B @ u
+    # continuous fields at the element quadrature points from the merged ones (no element
+    # interpolation matrix)
+    merged = disc.merged
+    uq = (merged.B @ u)[merged.group]
     rho_q = uq * uq
-    vh_q = disc.B @ gs.v_hartree
+    vh_q = (merged.B @ gs.v_hartree)[merged.group]
     v_local_q = gs.functional.v_local_q
     eps_xc, _ = lda_xc(rho_q)
     grad_u = mesh.gradient(u)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from ase import Atoms
@@ -277,16 +278,31 @@ class GroundState:
     ewald: EwaldResult
     functional: Functional
     minimiser: MinimiserResult
-    v_long: np.ndarray  # nodal long-range local potential (Ha)
-    v_long_q: np.ndarray  # the same at the quadrature points (Ha)
+    v_long_q: np.ndarray  # long-range local potential at the quadrature points (Ha)
     v_hartree: np.ndarray  # nodal Hartree potential (Ha), tightly solved
-    ewald_density: np.ndarray  # each atom's Ewald energy spread on its Gaussian (Ha/bohr³)
     shift_per_electron: float  # Ha
     components: dict  # Ha
     forces: np.ndarray  # Ha/bohr
     dipole: np.ndarray | None = None  # e·bohr about the origin; isolated systems only
     timings: dict = field(default_factory=dict)
     es_uniform: float | None = field(default=None, init=False)  # Ha/bohr³, set by the fields
+    # what only the nodal fields need: given by the mesh path, which has them from its
+    # solve and its forces; from the reciprocal sums on first use (fedft._fields)
+    v_long_nodal: np.ndarray | None = None
+    ewald_spread: np.ndarray | None = None
+
+    @cached_property
+    def v_long(self) -> np.ndarray:
+        """Nodal long-range local potential (Ha)."""
+        return self.ions.nodal_v_long() if self.v_long_nodal is None else self.v_long_nodal
+
+    @cached_property
+    def ewald_density(self) -> np.ndarray:
+        """Each atom's Ewald energy spread on its Gaussian (Ha/bohr³), at the quadrature
+        points."""
+        if self.ewald_spread is None:
+            return self.ions.spread(self.ewald.per_atom)
+        return self.ewald_spread
 
     @property
     def energy(self) -> float:
@@ -334,9 +350,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     ions = reciprocal_ion_fields(disc, system, widths, shorts) if settings.reciprocal_ions \
         else None
     n_e = system.n_electrons
+    v_long = None  # nodal: computed with the fields when the ions are reciprocal
     if ions is not None:
         v_long_q = ions.v_long
-        v_long = ions.nodal_v_long()
     else:
         tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
                   for p, s, sh in zip(system.pseudos, widths, shorts)]
@@ -379,7 +395,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     merged = functional.quadrature
     rho_m = (merged.B @ result.u) ** 2
     rho_q = rho_m[merged.group]  # at the element quadrature points
-    load = merged.BT @ (merged.w * rho_m)
+    load = merged.load(rho_m)
     # the potential the ions' Gaussians feel (reciprocity): isolated systems take the
     # symmetric form's Mℓ (Discretisation.hartree), so that ½∫ρV_H is the Hartree energy that
     # was minimised and, with E_ei,long = −ℓ_ρᵀMℓ_g, the forces are its exact derivatives
@@ -393,7 +409,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
     if isinstance(ions, ReciprocalIonFields):  # V_lr exact: forces of ∫ρ(V_sr + V_lr)
-        f_ions, ewald_density = ions.forces(rho_q), ions.spread(ew.per_atom)
+        f_ions, ewald_density = ions.forces(rho_q), None  # spread with the fields
     else:  # V_lr from the mesh: its forces by reciprocity through the Hartree potential
         f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
     forces = f_ions + ew.forces
@@ -406,7 +422,6 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
              result.evaluations)
     return GroundState(system=system, settings=settings, kinetic_lambda=float(kinetic_lambda),
                        disc=disc, ions=ions, ewald=ew, functional=functional, minimiser=result,
-                       v_long=v_long, v_long_q=v_long_q, v_hartree=vh,
-                       ewald_density=ewald_density,
-                       shift_per_electron=shift,
+                       v_long_q=v_long_q, v_hartree=vh, v_long_nodal=v_long,
+                       ewald_spread=ewald_density, shift_per_electron=shift,
                        components=comps, forces=forces, dipole=dipole, timings=timings)

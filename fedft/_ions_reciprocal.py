@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -108,7 +109,8 @@ class ReciprocalIonFields:
     Attributes
     ----------
     gauss, v_short, v_long : (n_q,) Σ_I g_I (e/bohr³), Σ_I V_sr,I and the zero-mean V_lr (Ha)
-    gauss_norm : (n_atoms,) ``Σ_q w_q g_I(x_q)`` (e)
+        (``gauss`` computed on first use)
+    gauss_norm : (n_atoms,) ``Σ_q w_q g_I(x_q)`` (e), on first use
     """
 
     def __init__(self, sums: ReciprocalSums, weights: np.ndarray, forms: list,
@@ -117,10 +119,17 @@ class ReciprocalIonFields:
         self.weights = weights
         self.forms = forms
         self.node_lattice = node_lattice
-        self.gauss = sums.values([f.gauss for f in forms])
         self.v_short = sums.values([f.v_short for f in forms])
         self.v_long = sums.values([f.v_long for f in forms], g0=np.zeros(len(forms)))
-        self.gauss_norm = sums.per_atom(weights, [f.gauss for f in forms])
+
+    # what only the nodal fields need (the electrostatic energy density), on first use
+    @cached_property
+    def gauss(self) -> np.ndarray:
+        return self.sums.values([f.gauss for f in self.forms])
+
+    @cached_property
+    def gauss_norm(self) -> np.ndarray:
+        return self.sums.per_atom(self.weights, [f.gauss for f in self.forms])
 
     def forces(self, rho: np.ndarray) -> np.ndarray:
         """``F_I = −∂/∂R_I Σ_q w_q ρ_q (V_sr + V_lr)(x_q)`` (Ha/bohr), (n_atoms, 3)."""
