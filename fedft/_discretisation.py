@@ -24,7 +24,7 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
-from ._lattice import LatticeSolver, element_point_lattice, lattice_solver, point_lattice
+from ._lattice import LatticeSolver, dof_lattice, element_point_lattice, lattice_solver
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -110,6 +110,10 @@ class MergedQuadrature:
         """Values of a continuous field at the merged points from the element points."""
         return values_q[self.rep]
 
+    def load(self, values: np.ndarray) -> np.ndarray:
+        """Load vector ``∫ f φ_i`` of a field given at the merged points."""
+        return self.BT @ (self.w * values)
+
 
 def _shared_points(x: np.ndarray, lattice=None, cell=None, tol: float = 1e-9):
     """(rep, group) of points that coincide: from the sites of a point lattice of a periodic
@@ -163,11 +167,11 @@ class Discretisation:
         self.basis_integrals = m.basis_integrals
         self.volume = m.volume
         self.periodic = m.is_periodic
-        self._dof_lattice = None  # sublattices of the DOFs of a uniform periodic mesh
+        # sublattices of the DOFs of a uniform periodic mesh (None otherwise)
+        self._dof_lattice = None if m.translation is None else dof_lattice(m.translation)
         if self.periodic:
             # uniform periodic meshes: exact FFT solves (fedft._lattice); graded grids of
             # orthorhombic cells: fast diagonalisation (fedft._fastdiag); else AMG
-            self._dof_lattice = point_lattice(m.dof_frac, m.divisions)
             self._poisson_prec = lattice_solver(self.K, self._dof_lattice)
             if self._poisson_prec is None:
                 self._dof_lattice = None
@@ -204,13 +208,9 @@ class Discretisation:
         the quadrature points and of the DOFs; None otherwise."""
         if self._dof_lattice is None:
             return None
-        m = self.mesh
-        if m.translation is not None:  # from one element per type
-            reps = m.translation.representatives
-            xr = self.xq.reshape(m.n_elements, -1, 3)[reps]
-            quad = element_point_lattice((xr - m.origin) @ np.linalg.inv(m.cell), m.translation)
-        else:
-            quad = point_lattice((self.xq - m.origin) @ np.linalg.inv(m.cell), m.divisions)
+        m = self.mesh  # the quadrature points from one element per type
+        xr = self.xq.reshape(m.n_elements, -1, 3)[m.translation.representatives]
+        quad = element_point_lattice((xr - m.origin) @ np.linalg.inv(m.cell), m.translation)
         return None if quad is None else (quad, self._dof_lattice)
 
     @cached_property
@@ -338,7 +338,7 @@ class Discretisation:
         return self._open_energy_and_gradient(w, rest, c)[1]
 
     def hartree(self, load: np.ndarray, rho_q: np.ndarray, x0: np.ndarray | None = None,
-                rtol: float = 1e-10, quadrature: MergedQuadrature | None = None):
+                rtol: float = 1e-10):
         """Hartree potential, the potential that is the energy's derivative, and the energy.
 
         Periodic: ``E_H = ∫ρV − VᵀKV/8π``, variational (second order in the error of V), whose
@@ -352,17 +352,15 @@ class Discretisation:
         Parameters
         ----------
         load : (n_dofs,) ``∫ ρ φ_i``
-        rho_q : (n_q,) density at the quadrature points (bohr⁻³)
+        rho_q : (n_m,) density at the merged quadrature points (:attr:`merged`, bohr⁻³)
         x0 : (n_dofs,) initial guess of the Hartree potential
-        quadrature : MergedQuadrature, optional
-            The points of ``rho_q`` (default: the element quadrature points).
 
         Returns
         -------
-        v_hartree, v_gradient : (n_dofs,) Ha; v_gradient_q : (n_q,) Ha, ``v_gradient`` at the
-        quadrature points; energy : float, Ha; iterations : int
+        v_hartree, v_gradient : (n_dofs,) Ha; v_gradient_q : (n_m,) Ha, ``v_gradient`` at the
+        merged quadrature points; energy : float, Ha; iterations : int
         """
-        B, wq = (self.B, self.wq) if quadrature is None else (quadrature.B, quadrature.w)
+        B, wq = self.merged.B, self.merged.w
         if self.periodic:
             vh, its = self.poisson(load, x0, rtol)
             vhq = B @ vh

@@ -62,17 +62,16 @@ class Functional:
     poisson_rtol: float = 1e-9
 
     def __post_init__(self):
-        # the integrals run over the distinct quadrature points (shared ones merged)
-        self._quad = self.disc.merged
-        self._v_local = self._quad.restrict(self.v_local_q)
+        self._v_local = self.quadrature.restrict(self.v_local_q)
 
     @property
     def quadrature(self):
-        """The :class:`~fedft._discretisation.MergedQuadrature` the integrals run over."""
-        return self._quad
+        """The :class:`~fedft._discretisation.MergedQuadrature` the integrals run over (the
+        distinct quadrature points, shared ones merged)."""
+        return self.disc.merged
 
     def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
-        d, q = self.disc, self._quad
+        d, q = self.disc, self.quadrature
         uq = q.B @ u
         rho = uq * uq
         tf = np.abs(uq) ** (4.0 / 3.0)  # ρ^(2/3)
@@ -80,8 +79,8 @@ class Functional:
         Ku = d.K @ u
         eps_xc, v_xc = lda_xc(rho)
         w = q.w
-        vh, v_grad, v_grad_q, e_hartree, its = d.hartree(
-            q.BT @ (w * rho), rho, v_hartree_guess, rtol=self.poisson_rtol, quadrature=q)
+        vh, v_grad, v_grad_q, e_hartree, its = d.hartree(q.load(rho), rho, v_hartree_guess,
+                                                          rtol=self.poisson_rtol)
         eps_xc += self._v_local
         eps_xc += tf
         energy = (w @ (rho * eps_xc)  # TF + xc + local pseudopotential
@@ -100,7 +99,7 @@ class Functional:
     def components(self, u: np.ndarray, v_hartree: np.ndarray) -> dict:
         """Energy components (Ha) at ``u`` with a converged Hartree potential, each the
         quadrature integral of the energy-density term of the same name."""
-        d, q = self.disc, self._quad
+        d, q = self.disc, self.quadrature
         uq = q.B @ u
         rho = uq * uq
         eps_xc, _ = lda_xc(rho)

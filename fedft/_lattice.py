@@ -11,8 +11,10 @@ discrete Fourier transform over ``n`` turns it into one ``S × S`` block ``Â(k)
 ``N₁N₂N₃`` points: no iterations, no multigrid setup. ``Â(0)`` of the stiffness is singular (the
 constant); its pseudo-inverse returns the solution orthogonal to the constant.
 
-:func:`point_lattice` finds the sublattices of any point set of such a mesh (the DOFs; the
-quadrature points, for :mod:`fedft._reciprocal`); :func:`lattice_solver` takes the DOFs' and
+:func:`point_lattice` finds the sublattices of any point set of such a mesh,
+:func:`element_point_lattice` those of per-element points (the quadrature points, for
+:mod:`fedft._reciprocal`) from one element per type and :func:`dof_lattice` those of the DOFs
+from the mesh's translation structure; :func:`lattice_solver` takes the DOFs' and
 checks the matrix (``A x`` of a random ``x`` both ways) before returning a solver; a mesh or
 matrix without the structure (graded axes, an open box) gets ``None`` and the caller keeps its
 iterative solver.
@@ -28,8 +30,8 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PointLattice", "point_lattice", "element_point_lattice", "LatticeSolver",
-           "lattice_solver"]
+__all__ = ["PointLattice", "point_lattice", "dof_lattice", "element_point_lattice",
+           "LatticeSolver", "lattice_solver"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +142,18 @@ def point_lattice(frac: np.ndarray, divisions, tol: float = 1e-8) -> PointLattic
     offsets, kind, cells = _classify(frac, n, tol)
     site = kind * int(np.prod(n)) + np.ravel_multi_index(cells.T, tuple(n))
     return _complete(offsets, n, site)
+
+
+def dof_lattice(translation) -> PointLattice:
+    """The DOF sublattices of a uniform periodic mesh from its translation structure
+    (:class:`meshes.TranslationStructure`: the parity patterns of the fine-grid coordinates,
+    offsets 0 or 1/order of a sub-cell per axis)."""
+    index = translation.dof_index  # (S, N1, N2, N3) DOF at each site
+    p = translation.order
+    site = np.empty(index.size, dtype=np.int64)
+    site[index.ravel()] = np.arange(index.size)
+    parity = np.stack(np.unravel_index(np.arange(index.shape[0]), (p, p, p)), axis=1)
+    return PointLattice(offsets=parity / p, divisions=tuple(translation.divisions), site=site)
 
 
 def element_point_lattice(ref_frac: np.ndarray, translation) -> PointLattice | None:

@@ -351,15 +351,24 @@ class TetMesh:
             grads.append(dphi)
         return np.array(vals), np.array(grads)
 
-    def _quad_matrix(self, ref_values: np.ndarray) -> sp.csr_matrix:
-        """CSR (n_elements*n_quad, n_dofs) with reference values (n_local, n_quad) per element."""
-        ne, nq = self.n_elements, self.n_quad
+    def _quad_matrix(self, ref_values: np.ndarray, points: np.ndarray | None = None
+                     ) -> sp.csr_matrix:
+        """CSR (n_points, n_dofs) with reference values (n_local, n_quad) per element, one row
+        per element quadrature point (``points``: indices into the ``n_elements * n_quad``
+        points; default all of them)."""
         nl = ref_values.shape[0]
-        cols = np.repeat(self._element_dofs_index[:, None, :], nq, axis=1).reshape(-1)
-        data = np.broadcast_to(ref_values.T[None], (ne, nq, nl)).reshape(-1)
-        indptr = np.arange(0, ne * nq * nl + 1, nl)
-        mat = sp.csr_matrix((data.copy(), cols, indptr), shape=(ne * nq, self.n_dofs))
-        mat.sum_duplicates()
+        if points is None:
+            ne, nq = self.n_elements, self.n_quad
+            cols = np.repeat(self._element_dofs_index[:, None, :], nq, axis=1).reshape(-1)
+            data = np.broadcast_to(ref_values.T[None], (ne, nq, nl)).reshape(-1).copy()
+            n = ne * nq
+        else:
+            element, q = np.divmod(np.asarray(points, dtype=np.int64), self.n_quad)
+            cols = self._element_dofs_index[element].ravel()
+            data = ref_values.T[q].ravel()
+            n = element.size
+        mat = sp.csr_matrix((data, cols, np.arange(0, n * nl + 1, nl)), shape=(n, self.n_dofs))
+        mat.sum_duplicates()  # an element may hold one periodic DOF twice (2 sub-cells)
         return mat
 
     @cached_property
@@ -457,15 +466,7 @@ class TetMesh:
     def quadrature_rows(self, points: np.ndarray) -> sp.csr_matrix:
         """Rows of :attr:`interpolation` for some element quadrature points (indices into the
         ``n_elements * n_quad`` points), built directly: (len(points), n_dofs) CSR."""
-        points = np.asarray(points, dtype=np.int64)
-        element, q = np.divmod(points, self.n_quad)
-        vals = self._reference_basis()[0]  # (n_local, n_quad)
-        nl = vals.shape[0]
-        mat = sp.csr_matrix((vals.T[q].ravel(), self._element_dofs_index[element].ravel(),
-                             np.arange(0, points.size * nl + 1, nl)),
-                            shape=(points.size, self.n_dofs))
-        mat.sum_duplicates()  # an element may hold one periodic DOF twice (2 sub-cells)
-        return mat
+        return self._quad_matrix(self._reference_basis()[0], points)
 
     # ------------------------------------------------------------------ nodal quadrature
     @cached_property

@@ -57,14 +57,6 @@ class TranslationStructure:
     def n_types(self) -> int:
         return self.representatives.size
 
-    def element_types(self) -> np.ndarray:
-        """(n_elements,) type of each element."""
-        return np.repeat(np.arange(self.n_types), self.n_cells)
-
-    def element_cells(self) -> np.ndarray:
-        """(n_elements,) C-order sub-cell index of each element."""
-        return np.tile(np.arange(self.n_cells), self.n_types)
-
     def stencil(self, matrices: np.ndarray):
         """Stencil of the element matrices (T, n_local, n_local) of the types.
 

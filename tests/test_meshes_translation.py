@@ -1,6 +1,7 @@
 """Assembly of uniform periodic meshes from one sub-cell (meshes._translation) against the
-generic element-by-element assembly, and the quadrature-point sublattices built from one
-element per type (fedft._lattice.element_point_lattice) against the direct classification."""
+generic element-by-element assembly, and the quadrature-point and DOF sublattices built from
+the translation structure (fedft._lattice.element_point_lattice, dof_lattice) against the
+direct classification."""
 
 import numpy as np
 import pytest
@@ -59,3 +60,8 @@ def test_quadrature_sublattices_from_one_element_per_type(cell, order):
     np.testing.assert_array_equal(quad.site, direct.site)
     np.testing.assert_allclose(quad.offsets, direct.offsets, atol=1e-12)
     assert quad.offsets.shape[0] == 55  # the degree-5 rule's 84 points per cube, 55 distinct
+    # the DOF sublattices from the translation structure: those of the classifier
+    dofs = disc.point_lattices[1]
+    direct = point_lattice(mesh.dof_frac, mesh.divisions)
+    np.testing.assert_array_equal(dofs.site, direct.site)
+    np.testing.assert_allclose(dofs.offsets, direct.offsets, atol=1e-12)
