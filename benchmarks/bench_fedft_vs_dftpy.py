@@ -134,7 +134,7 @@ def _child(kind: str, n_atoms: int, param: float, options: dict | None = None) -
         r = fedft.compute(atoms, {"Al": f"erf:3:{BOHR!r}"}, 1.0, preset="accurate",
                           spacing=param, **(options or {}))
         out = {"energy": r.energy / HARTREE / n_atoms, "dofs": int(r.mesh.n_dofs),
-               "iterations": len(r.history) - 1}
+               "iterations": len(r.history) - 1, "evaluations": r.history[-1]["evaluations"]}
     out["time"] = time.perf_counter() - t0  # energy and forces, as DFTpy's
     if kind != "dftpy":
         r.fields  # the nodal fields on first access: their time is the stage "fields"
@@ -175,7 +175,8 @@ def coarsest(kind: str, n_atoms: int, params, reference: float, target: float,
         last = m
         print(f"  {label:14s} N={n_atoms:4d} param={p:<7g} dofs/atom={m['dofs'] / n_atoms:9.0f} "
               f"err={m['error']:+.2e} time={m['time']:8.2f}s peak={m['peak_mb']:7.0f} MB "
-              f"load[{load}]" + (f" iters={m['iterations']}" if "iterations" in m else ""),
+              f"load[{load}]" + (f" iters={m['iterations']}" if "iterations" in m else "")
+              + (f" evals={m['evaluations']}" if "evaluations" in m else ""),
               flush=True)
         if abs(m["error"]) < target:
             return m
