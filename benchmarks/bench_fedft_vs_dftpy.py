@@ -20,31 +20,34 @@ Usage::
     python benchmarks/bench_fedft_vs_dftpy.py [--sizes 4 32 108] [--target 1e-4]
         [--grading none all] [--grading-rate 0.3] [--h-max 0.48] [--graded-spacings 0.35 0.3]
 
-Measured 2026-11-22 (sixth session, commit d56ac92) on this project's 2-core machine, nothing
-else running (load ~0.6-0.9), target 1e-4 Ha/atom. fedft's time is energy and forces, as
-DFTpy's; the nodal fields are computed when first used and their time ("fields") is printed
-apart::
+Measured 2026-11-22 (sixth session) on this project's 2-core machine, nothing else running
+(load 0.4-0.9), target 1e-4 Ha/atom. fedft's time is energy and forces, as DFTpy's; the nodal
+fields are computed when first used and their time ("fields") is printed apart. The
+session's final main (commit 6915281)::
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 108 --grading none \
         --spacings 0.55 0.5
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err  load
-        4  uniform     0.32     0.81    2.6       442       8192     0.50  +8.32e-05  0.6
-       32  uniform     0.36     4.17   11.7      2408       7448     0.50  +9.40e-05  0.7
-      108  uniform     0.65    21.17   32.8      7487       7210     0.50  +9.80e-05  0.9
+        4  uniform     0.40     0.73    1.8       366       8192     0.50  +8.32e-05  0.4
+       32  uniform     0.41     3.26    7.9      1968       7448     0.50  +9.40e-05  0.5
+      108  uniform     0.81    14.64   18.1      6126       7210     0.50  +9.80e-05  0.8
     DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-146 MB (spacing 0.55: +1.39e-04)
-    fedft stages (s): N=32 assembly 1.01, ions 0.48, setup 1.07, minimise 1.16 (8
-    iterations, 9 evaluations), forces 0.26 (fields 4.26, not timed); N=108 assembly 5.22,
-    ions 3.87, setup 3.59, minimise 6.81, forces 1.42 (fields 19.57)
+    fedft: 8 iterations and 9 functional evaluations (108 atoms: 9 and 12); stages (s):
+    N=32 assembly 0.81, ions 0.37, setup 0.31, minimise 1.37, forces 0.22 (fields 3.65, not
+    timed); N=108 assembly 3.16, ions 1.26, setup 3.04, minimise 6.05, forces 0.91 (fields
+    14.30)
 
-    rerun on the session's final main (502076d; the element interpolation matrix only built
-    when used, faster fields; load 0.8-0.9): 4 atoms 1.00 s (DFTpy 0.37, 2.7x), 32 atoms
-    5.58 s (DFTpy 0.52, 10.7x; 2256 MB), 108 atoms 18.19 s (DFTpy 0.71, 25.5x; 7098 MB);
-    N=32 assembly 1.48, ions 0.82, setup 1.33, minimise 1.41, forces 0.32 (fields 4.80)
-    and after the LU-inverted Fourier blocks (fcd0a4e; load 0.5-1.1): 4 atoms 0.97 s (DFTpy
-    0.35, 2.8x), 32 atoms 4.02 s (DFTpy 0.62, 6.4x; assembly 0.94, ions 0.66, setup 0.30,
-    minimise 1.47, forces 0.33), 108 atoms 18.69 s (DFTpy 0.72, 26.0x); two more 32-atom
-    runs (``--sizes 32 --spacings 0.5``): 6.49 s (DFTpy 0.45, 14.5x), 5.52 s (0.58, 9.5x)
+    two more runs, ``--sizes 32 --grading none --spacings 0.5``: fedft 4.37 s / DFTpy 0.40 s
+    (11.0x), 4.18 s / 0.38 s (10.9x)
+
+    the same script on the fifth session's final main (a worktree of 911c671 on PYTHONPATH):
+    32 atoms 16.22 s, 6 iterations and 19 functional evaluations, the same +9.40e-05
+
+Earlier this session (same command): d56ac92 32 atoms 4.17 s (DFTpy 0.36, 11.7x), 108 atoms
+21.17 s (32.8x); 502076d 5.58 s (10.7x), 18.19 s (25.5x); fcd0a4e 4.02 s (6.4x), 6.49 s
+(14.5x), 5.52 s (9.5x) at 32 atoms, 18.69 s (26.0x) at 108: both codes' times vary by tens
+of per cent from run to run on this machine.
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.3
 
@@ -54,11 +57,11 @@ apart::
     (N=32 stages: ions 8.19, forces 12.00 (real-space ion sums), minimise 13.45, assembly
     5.08, setup 3.33)
 
-What changed this session (the commits between 911c671 and d56ac92): the nodal fields are
+What changed this session (the commits between 911c671 and 6915281): the nodal fields are
 computed on first use (4.3 s of the old timed total at 32 atoms), LDA in cache-sized blocks,
 the functional on the 55 distinct instead of 84 quadrature points per cube, the exact FFT
 Poisson solve as CG's start, a line-search first step from the preconditioner's proposal (9
-instead of 19 evaluations at 32 atoms), the stiffness and mass matrices from one sub-cell and
+instead of 19 evaluations at 32 atoms, above), the stiffness and mass matrices from one sub-cell and
 the quadrature sublattices from one element per type. The fifth
 session's final main (27a6179) took 13.8-17.0 s at 32 atoms (28-39x; DFTpy 0.37-0.60 s),
 3.06 s at 4 (8.8x) and 73.4 s at 108 (106x); graded, 7.27 s (21.5x) and 62.47 s (160x). That
@@ -68,12 +71,12 @@ pseudopotential exact at the quadrature points, so spacing 0.5 instead of 0.45 r
 target) and fast-diagonalisation Poisson solves on graded grids.
 
 The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**:
-6.4-14.5x on the final main (three runs, median 9.5x; both codes' times vary by tens of per
-cent from run to run here). It holds at 4 atoms (2.6-2.8x). Graded periodic meshes do not help this crystal (below) and stay
-slower than uniform ones. What is left is the discretisation: P2 elements need ~30x more
-unknowns than DFTpy's plane waves for 1e-4 Ha/atom (7448 vs 250 per atom), and at 32 atoms
-the one-off per-mesh work (mesh, matrices, sublattices, quadrature operators, Fourier blocks:
-~2 s) is half of fedft's time; the minimisation itself (1.2 s) is ~3x DFTpy's whole run.
+7.9-11.0x on the final main (three runs, median 10.9x). It holds at 4 atoms (1.8x). Graded
+periodic meshes do not help this crystal (below) and stay slower than uniform ones. What is
+left is the discretisation: P2 elements need ~30x more unknowns than DFTpy's plane waves for
+1e-4 Ha/atom (7448 vs 250 per atom); at 32 atoms the one-off per-mesh work (stages assembly
+and setup: mesh, matrices, sublattices, quadrature operators, Fourier blocks) is ~1.1 s of
+the 3.3 s, and the minimisation itself (1.4 s) is ~3x DFTpy's whole run.
 Reaching 5x needs fewer unknowns per atom (higher-order or spectral elements) or a
 matrix-free structured implementation that never builds the per-element operators.
 
