@@ -114,6 +114,11 @@ use; ``cluster55 --presets55 fast accurate --boxes55 44 48 --ecuts55 400 --coars
     fedft  accurate           1,295,029    380.8    12492     +8.60e-04   1.0  (not reached)
     ratio fedft/DFTpy >= 219 (fedft's finest run, which does not reach the target)
 
+Rerun on the session's final main (568d825; the DFTpy rows from the cache of the run above,
+the same day): fast 66.9 s (4475 MB), accurate 307.3 s (11873 MB), the same energies and
+errors; ratio >= 177. Al13 (``al13 --presets accurate --boxes 36 40``) on it: 53.6 s, the
+same energy and forces.
+
 (the fifth session's table above: the same energies; in an earlier run of this session, at
 commit d56ac92, the fast row took 74.1 s. Fifth session:
 the DFTpy cutoff and box scans were rerun the same hour; fedft's energies equal those of
