@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import pyamg
 
 from meshes import TetMesh
 
@@ -33,6 +32,14 @@ from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
 MULTIPOLE_WIDTH = 2.5
 
 log = logging.getLogger(__name__)
+
+
+def _pyamg():
+    """pyamg, imported when a mesh first needs AMG (uniform periodic meshes never do; the
+    import takes ~0.25 s)."""
+    import pyamg
+
+    return pyamg
 
 
 def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "linear solve",
@@ -179,7 +186,7 @@ class Discretisation:
             if self._poisson_prec is None:
                 scale = self.K.diagonal().mean() / self.M.diagonal().mean()
                 A = (self.K + 1e-6 * scale * self.M).tocsr()
-                self._poisson_prec = pyamg.ruge_stuben_solver(
+                self._poisson_prec = _pyamg().ruge_stuben_solver(
                     A, max_coarse=300).aspreconditioner(cycle="V")
         else:
             if any(m.pbc):
@@ -195,7 +202,7 @@ class Discretisation:
             # smoothed aggregation (measured 2x faster than Ruge-Stüben on graded meshes)
             self._poisson_prec = tensor_preconditioner(m, self.interior, 1.0, 0.0)
             if self._poisson_prec is None:
-                self._poisson_prec = pyamg.smoothed_aggregation_solver(
+                self._poisson_prec = _pyamg().smoothed_aggregation_solver(
                     self._K_ii, max_coarse=300).aspreconditioner(cycle="V")
             self._setup_multipoles()
         log.debug("discretisation: %d DOFs, %d quadrature points, Poisson by %s%s",
@@ -337,7 +344,7 @@ class Discretisation:
         w, rest, c, _ = self.open_parts(load, x0, rtol)
         return self._open_energy_and_gradient(w, rest, c)[1]
 
-    def hartree(self, load: np.ndarray, rho_q: np.ndarray, x0: np.ndarray | None = None,
+    def hartree(self, load: np.ndarray, w_rho: np.ndarray, x0: np.ndarray | None = None,
                 rtol: float = 1e-10):
         """Hartree potential, the potential that is the energy's derivative, and the energy.
 
@@ -352,7 +359,8 @@ class Discretisation:
         Parameters
         ----------
         load : (n_dofs,) ``∫ ρ φ_i``
-        rho_q : (n_m,) density at the merged quadrature points (:attr:`merged`, bohr⁻³)
+        w_rho : (n_m,) density at the merged quadrature points (:attr:`merged`) times their
+            weights (e)
         x0 : (n_dofs,) initial guess of the Hartree potential
 
         Returns
@@ -360,11 +368,11 @@ class Discretisation:
         v_hartree, v_gradient : (n_dofs,) Ha; v_gradient_q : (n_m,) Ha, ``v_gradient`` at the
         merged quadrature points; energy : float, Ha; iterations : int
         """
-        B, wq = self.merged.B, self.merged.w
+        B = self.merged.B
         if self.periodic:
             vh, its = self.poisson(load, x0, rtol)
             vhq = B @ vh
-            energy = wq @ (rho_q * vhq) - (vh @ (self.K @ vh)) / (8.0 * np.pi)
+            energy = w_rho @ vhq - (vh @ (self.K @ vh)) / (8.0 * np.pi)
             return vh, vh, vhq, float(energy), its
         w, rest, c, its = self.open_parts(load, x0, rtol)
         energy, grad = self._open_energy_and_gradient(w, rest, c)
@@ -382,7 +390,7 @@ class Discretisation:
             else:  # the fast-diagonalisation inverse here took 26 minimiser iterations
                 # where this V-cycle takes 18 (Al13, fast preset): AMG
                 A = (stiffness_weight * self.K + mass_weight * self.M).tocsr()
-                self._precond[key] = pyamg.ruge_stuben_solver(
+                self._precond[key] = _pyamg().ruge_stuben_solver(
                     A, max_coarse=300).aspreconditioner(cycle="V")
         return self._precond[key]
 
