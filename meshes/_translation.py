@@ -83,8 +83,9 @@ class TranslationStructure:
         return s_row[first], s_col[first], shift[first], values
 
     def matrix(self, matrices: np.ndarray) -> sp.csr_matrix:
-        """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR with
-        sorted indices (equal to the generic assembly of the same element matrices)."""
+        """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR
+        (equal to the generic assembly of the same element matrices; the column indices of a
+        row are in stencil order, sorted only when an axis has 2 sub-cells)."""
         s_row, s_col, shift, values = self.stencil(matrices)
         index = self.dof_index
         S = index.shape[0]
@@ -111,7 +112,8 @@ class TranslationStructure:
             data[pos] = values[entries][None, :]
         mat = sp.csr_matrix((data, indices, indptr.astype(idx_dtype)),
                             shape=(n_dofs, n_dofs))
-        mat.sum_duplicates()  # sorts; sums only when an axis has 2 sub-cells (m = ±1 meet)
+        if min(self.divisions) <= 2:  # shifts m = ±1 meet the same column: sum them
+            mat.sum_duplicates()
         return mat
 
 
@@ -119,8 +121,8 @@ def translation_structure(mesh) -> TranslationStructure | None:
     """The :class:`TranslationStructure` of a uniform periodic mesh, or None.
 
     Checks that the elements come as types × sub-cells in C order, that every element of a
-    type has the affine map of the first (to 1e-12 of the cell) and the same local DOF offsets,
-    and that the periodic DOFs fill every sublattice site once.
+    type has the affine map of the first (to 1e-12 of the cell) and the same local DOF offsets
+    on the DOF grid; the periodic DOFs are that grid's sites in C order (:class:`TetMesh`).
     """
     if not all(mesh.pbc) or mesh.axes is not None:
         return None
@@ -136,14 +138,7 @@ def translation_structure(mesh) -> TranslationStructure | None:
     scale = np.abs(mesh.cell).max()
     if np.abs(A - A[:, :1]).max() > 1e-12 * scale:
         return None
-    # full (unwrapped) DOFs on the fine grid
-    full = np.linalg.solve(mesh.cell.T, mesh.full_dof_positions.T - mesh.origin[:, None]).T
-    grid = full * (p * n)
-    fine = np.rint(grid).astype(np.int64)
-    if np.abs(grid - fine).max() > 1e-6:
-        return None
-    edofs = mesh.basis.element_dofs.T  # (ne, nl) full DOF indices
-    g = fine[edofs]  # (ne, nl, 3)
+    g = mesh.element_fine  # (ne, nl, 3) unwrapped sites on the DOF grid
     off = (g - g[:, :1]).reshape(T, n_cells, *g.shape[1:])
     if np.any(off != off[:, :1]):
         return None
@@ -151,14 +146,13 @@ def translation_structure(mesh) -> TranslationStructure | None:
     cells = np.stack(np.unravel_index(np.arange(n_cells), tuple(n)), axis=1)
     if np.any(anchor != p * cells[None]) or np.any(off[:, 0] < 0):
         return None  # first local DOF is not the corner vertex of the element's sub-cell
-    # the periodic DOFs on the sublattices
-    per = np.rint(mesh.dof_frac * (p * n)).astype(np.int64) % (p * n)
-    kind = ((per[:, 0] % p) * p + per[:, 1] % p) * p + per[:, 2] % p
-    site = kind * n_cells + np.ravel_multi_index(tuple((per // p).T), tuple(n))
-    if np.bincount(site, minlength=p**3 * n_cells).max() != 1 or site.size != p**3 * n_cells:
+    # the periodic DOFs are the sites of the DOF grid in C order (TetMesh): DOF of
+    # sublattice s = (parities) at sub-cell c is the site p c + parities
+    if tuple(mesh.fine_shape) != tuple(int(k) for k in p * n):
         return None
-    index = np.empty(site.size, dtype=np.int64)
-    index[site] = np.arange(site.size)
+    parity = np.stack(np.unravel_index(np.arange(p**3), (p, p, p)), axis=1)  # (S, 3)
+    site = p * cells[None, :, :] + parity[:, None, :]  # (S, n_cells, 3)
+    index = np.ravel_multi_index(tuple(np.moveaxis(site, -1, 0)), tuple(p * n))
     return TranslationStructure(divisions=tuple(int(k) for k in n),
                                 representatives=np.arange(T) * n_cells,
                                 offsets=off[:, 0], dof_index=index.reshape(p**3, *n), order=p)

@@ -349,3 +349,36 @@ def test_open_box_mesh_boundary_spec_and_location():
 def _tet_volumes(mesh):
     x = mesh.p.T[mesh.t.T]
     return np.abs(np.linalg.det(x[:, 1:] - x[:, :1])) / 6.0
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("kind", ["periodic", "graded periodic", "open", "slab"])
+def test_element_dofs_from_the_dof_grid_sit_where_scikit_fem_puts_them(kind, order):
+    """The element DOFs are computed from their sites on the DOF grid, not from scikit-fem's
+    edge numbering: each must sit where scikit-fem's basis puts that local DOF (up to a
+    lattice vector along periodic axes only), and every DOF is used."""
+    from meshes import graded_mesh, tensor_mesh
+
+    cell = TRICLINIC
+    if kind == "periodic":
+        mesh = periodic_mesh(cell, (2, 4, 2), order=order)  # 2 intervals: images adjacent
+    elif kind == "graded periodic":
+        mesh = graded_mesh(cell, [[1.0, 1.0, 1.0]], 0.4, 0.5, 1.2, order=order)
+    else:
+        pbc = (False, False, False) if kind == "open" else (True, True, False)
+        axes = [np.linspace(0.0, 1.0, 4), [0.0, 0.2, 0.5, 1.0], np.linspace(0.0, 1.0, 3)]
+        mesh = tensor_mesh(cell, axes, pbc, origin=[0.5, -1.0, 2.0], order=order)
+    skfem_frac = np.linalg.solve(
+        mesh.cell.T, mesh.basis.doflocs[:, mesh.basis.element_dofs].reshape(3, -1)
+        - mesh.origin[:, None]).T  # (ne * nl, 3), element-major after the transpose below
+    skfem_frac = skfem_frac.reshape(-1, mesh.n_elements, 3).transpose(1, 0, 2).reshape(-1, 3)
+    ours = mesh.dof_frac[mesh.element_dofs.ravel()]
+    diff = skfem_frac - ours
+    for k, periodic in enumerate(mesh.pbc):
+        d = diff[:, k] - np.rint(diff[:, k]) if periodic else diff[:, k]
+        assert np.abs(d).max() < 1e-12, (k, np.abs(d).max())
+    assert np.array_equal(np.unique(mesh.element_dofs), np.arange(mesh.n_dofs))
+    # no element holds a periodic DOF twice (the interpolation rows have nothing to sum)
+    e = np.sort(mesh.element_dofs, axis=1)
+    assert np.all(e[:, 1:] != e[:, :-1])
+    assert mesh.element_dofs.shape == (mesh.n_elements, 4 if order == 1 else 10)
