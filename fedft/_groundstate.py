@@ -278,7 +278,6 @@ class GroundState:
     ewald: EwaldResult
     functional: Functional
     minimiser: MinimiserResult
-    v_long_q: np.ndarray  # long-range local potential at the quadrature points (Ha)
     v_hartree: np.ndarray  # nodal Hartree potential (Ha), tightly solved
     shift_per_electron: float  # Ha
     components: dict  # Ha
@@ -289,7 +288,13 @@ class GroundState:
     # what only the nodal fields need: given by the mesh path, which has them from its
     # solve and its forces; from the reciprocal sums on first use (fedft._fields)
     v_long_nodal: np.ndarray | None = None
+    v_long_quad: np.ndarray | None = None
     ewald_spread: np.ndarray | None = None
+
+    @cached_property
+    def v_long_q(self) -> np.ndarray:
+        """Long-range local potential (Ha) at the element quadrature points."""
+        return self.ions.v_long if self.v_long_quad is None else self.v_long_quad
 
     @cached_property
     def v_long(self) -> np.ndarray:
@@ -350,9 +355,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     ions = reciprocal_ion_fields(disc, system, widths, shorts) if settings.reciprocal_ions \
         else None
     n_e = system.n_electrons
-    v_long = None  # nodal: computed with the fields when the ions are reciprocal
+    v_long = v_long_q = None  # computed with the fields when the ions are reciprocal
     if ions is not None:
-        v_long_q = ions.v_long
+        v_local_q = ions.v_local
     else:
         tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
                   for p, s, sh in zip(system.pseudos, widths, shorts)]
@@ -364,13 +369,13 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
             vg = disc.symmetric_potential(disc.load(ions.gauss), rtol=1e-13)
         v_long = -vg
         v_long_q = disc.B @ v_long
+        v_local_q = ions.v_short + v_long_q
     if system.periodic:
         ew = ewald(system.positions, system.z, system.cell)
         shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
     else:
         ew = coulomb(system.positions, system.z)
         shift = 0.0
-    v_local_q = ions.v_short + v_long_q
     timings["ions"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -393,7 +398,8 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
 
     t = time.perf_counter()
     merged = functional.quadrature
-    rho_m = (merged.B @ result.u) ** 2
+    uq = merged.B @ result.u
+    rho_m = uq * uq
     rho_q = rho_m[merged.group]  # at the element quadrature points
     load = merged.load(rho_m)
     # the potential the ions' Gaussians feel (reciprocity): isolated systems take the
@@ -403,7 +409,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vh, _ = disc.poisson(load, result.evaluation.v_hartree, rtol=1e-13)
     else:
         vh = disc.symmetric_potential(load, result.evaluation.v_hartree, rtol=1e-13)
-    comps = functional.components(result.u, vh)
+    comps = functional.components(result.u, vh, uq)
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
@@ -422,6 +428,6 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
              result.evaluations)
     return GroundState(system=system, settings=settings, kinetic_lambda=float(kinetic_lambda),
                        disc=disc, ions=ions, ewald=ew, functional=functional, minimiser=result,
-                       v_long_q=v_long_q, v_hartree=vh, v_long_nodal=v_long,
+                       v_long_quad=v_long_q, v_hartree=vh, v_long_nodal=v_long,
                        ewald_spread=ewald_density, shift_per_electron=shift,
                        components=comps, forces=forces, dipole=dipole, timings=timings)

@@ -45,8 +45,10 @@ def lda_xc(rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return eps.reshape(rho.shape), v.reshape(rho.shape)
 
 
-def _lda_block(rho: np.ndarray, eps: np.ndarray, v: np.ndarray) -> None:
-    """:func:`lda_xc` of one block, written into ``eps`` and ``v``."""
+def _lda_block(rho: np.ndarray, eps: np.ndarray, v: np.ndarray,
+               rho_third: np.ndarray | None = None) -> None:
+    """:func:`lda_xc` of one block, written into ``eps`` and ``v``; ``rho_third`` is
+    ``rho^(1/3)`` when the caller has it (saves a power)."""
     live = rho > _RHO_FLOOR
     whole = bool(live.all())
     if not whole:
@@ -54,8 +56,11 @@ def _lda_block(rho: np.ndarray, eps: np.ndarray, v: np.ndarray) -> None:
         v[:] = 0.0
         if not live.any():
             return
-    rs = np.power(rho if whole else rho[live], -1.0 / 3.0)
-    rs *= _RS
+    if rho_third is None:
+        rs = np.power(rho if whole else rho[live], -1.0 / 3.0)
+        rs *= _RS
+    else:
+        rs = _RS / (rho_third if whole else rho_third[live])
     e = _CX / rs  # exchange; its potential is 4/3 of it
     p = e * (4.0 / 3.0)
     hi = rs >= 1.0
