@@ -23,7 +23,8 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
-from ._lattice import LatticeSolver, dof_lattice, element_point_lattice, lattice_solver
+from ._lattice import (LatticeSolver, cell_interpolation, dof_lattice, element_point_lattice,
+                       lattice_solver)
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -101,8 +102,10 @@ class MergedQuadrature:
         An element quadrature point at each merged point.
     group : (n_q,) int
         Merged point of each element quadrature point.
-    B, BT : (n_m, n_dofs) CSR, (n_dofs, n_m) CSC
-        DOF values -> values at the merged points, and its transpose (a view).
+    B, BT : (n_m, n_dofs), (n_dofs, n_m), applied with ``@``
+        DOF values -> values at the merged points, and its transpose: on uniform periodic
+        meshes a :class:`fedft._lattice.CellInterpolation` (one dense matrix per sub-cell),
+        else CSR and a CSC view.
     w : (n_m,) float
         Summed weights (bohr³).
     """
@@ -122,28 +125,34 @@ class MergedQuadrature:
         return self.BT @ (self.w * values)
 
 
-def _shared_points(x: np.ndarray, lattice=None, cell=None, tol: float = 1e-9):
+def _shared_points(x, lattice=None, cell=None, tol: float = 1e-9):
     """(rep, group) of points that coincide: from the sites of a point lattice of a periodic
     ``cell`` when given (several points per site, equal up to a lattice vector), else by
     hashing coordinates rounded to ``tol`` (bohr). Points are checked against their group's
     representative (every point after hashing, every 97th of a lattice); if any differs (a
-    hash collision), nothing is merged."""
-    n = x.shape[0]
+    hash collision), nothing is merged.
+
+    ``x``: (n, 3) coordinates, or with a lattice a callable returning those of given point
+    indices (the lattice's sample check needs only a few)."""
     if lattice is not None:
+        n = lattice.site.size
+        position = x if callable(x) else x.__getitem__
         occupied = np.bincount(lattice.site, minlength=int(np.prod(lattice.shape))) > 0
         rank = np.cumsum(occupied) - 1
         group = rank[lattice.site]
         rep = np.empty(int(occupied.sum()), dtype=np.int64)
         rep[group] = np.arange(n)
     else:
+        n = x.shape[0]
+        position = x.__getitem__
         q = np.rint((x - x.min(axis=0)) / tol).astype(np.int64).view(np.uint64)
         key = (q[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (q[:, 1] * np.uint64(
             0xC2B2AE3D27D4EB4F)) ^ (q[:, 2] * np.uint64(0x165667B19E3779F9))
         _, rep, group = np.unique(key, return_index=True, return_inverse=True)
         group = group.ravel()
     # a lattice groups points by construction: check a sample; hashing: check every point
-    check = slice(None, None, 97) if lattice is not None else slice(None)
-    d = x[check] - x[rep[group[check]]]
+    check = np.arange(0, n, 97 if lattice is not None else 1)
+    d = position(check) - position(rep[group[check]])
     if cell is not None:  # periodic images are the same point
         f = d @ np.linalg.inv(cell)
         d = (f - np.rint(f)) @ cell
@@ -170,7 +179,6 @@ class Discretisation:
         self.K = m.stiffness
         self.M = m.mass
         self.wq = m.quad_weights
-        self.xq = m.quad_points
         self.basis_integrals = m.basis_integrals
         self.volume = m.volume
         self.periodic = m.is_periodic
@@ -210,13 +218,21 @@ class Discretisation:
                   "" if self.periodic else f", {self.boundary.size} boundary DOFs")
 
     @cached_property
+    def xq(self) -> np.ndarray:
+        """(n_q, 3) element quadrature points (bohr), on first use (a crystal on a uniform
+        mesh needs only a few of them)."""
+        return self.mesh.quad_points
+
+    @cached_property
     def point_lattices(self):
         """Uniform periodic meshes: the sublattices (:class:`fedft._lattice.PointLattice`) of
         the quadrature points and of the DOFs; None otherwise."""
         if self._dof_lattice is None:
             return None
         m = self.mesh  # the quadrature points from one element per type
-        xr = self.xq.reshape(m.n_elements, -1, 3)[m.translation.representatives]
+        reps = m.translation.representatives
+        xr = m.points_of((reps[:, None] * m.n_quad + np.arange(m.n_quad)).ravel()).reshape(
+            reps.size, m.n_quad, 3)
         quad = element_point_lattice((xr - m.origin) @ np.linalg.inv(m.cell), m.translation)
         return None if quad is None else (quad, self._dof_lattice)
 
@@ -235,15 +251,34 @@ class Discretisation:
     def merged(self) -> MergedQuadrature:
         """:class:`MergedQuadrature` of the mesh (what the minimiser's functional uses)."""
         lattices = self.point_lattices
-        x = self.xq
+        B = None
         if lattices is not None:  # sites are periodic: the same point up to a lattice vector
-            rep, group = _shared_points(x, lattices[0], self.mesh.cell)
+            rep, group = _shared_points(self.mesh.points_of, lattices[0], self.mesh.cell)
+            if rep.size == int(np.prod(lattices[0].shape)):  # every site: merged = site order
+                B = self._checked(cell_interpolation(
+                    self.mesh, lattices[0], self.mesh._reference_basis()[0]), rep)
         else:
-            rep, group = _shared_points(x)
-        B = self.mesh.quadrature_rows(rep)
+            rep, group = _shared_points(self.xq)
+        if B is None:
+            B = self.mesh.quadrature_rows(rep)
         w = np.bincount(group, weights=self.wq, minlength=rep.size)
-        log.debug("quadrature: %d element points, %d distinct", x.shape[0], rep.size)
+        log.debug("quadrature: %d element points, %d distinct", group.size, rep.size)
         return MergedQuadrature(rep=rep, group=group, B=B, BT=B.T, w=w)
+
+    def _checked(self, cells, rep: np.ndarray, seed: int = 0):
+        """``cells`` (a :class:`fedft._lattice.CellInterpolation`) if it gives the values of
+        the element interpolation rows at a sample of the points ``rep``, else None."""
+        if cells is None:
+            return None
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(rep.size, min(rep.size, 2000), replace=False)
+        u = rng.standard_normal(self.mesh.n_dofs)
+        expected = self.mesh.quadrature_rows(rep[sample]) @ u
+        err = np.abs((cells @ u)[sample] - expected).max() / np.abs(expected).max()
+        if not err < 1e-12:
+            log.debug("sub-cell interpolation does not match the element rows (%.1e)", err)
+            return None
+        return cells
 
     def load(self, values_q: np.ndarray) -> np.ndarray:
         """Load vector ``∫ f φ_i`` of a field given at the quadrature points."""

@@ -98,9 +98,15 @@ def _species_forms(pseudo, width: float, short_table) -> SpeciesForms:
     def half_g_phi(r):
         return 0.5 * norm * np.exp(-(r / s) ** 2) * z * _erf_over_r(r, s)[0]
 
-    # smooth and Gaussian-decaying: steps of 0.01 are within 2e-10 of f̂(0) of the converged
-    # transform (1e-3 steps) at 1/6 of the default steps' time
-    self_energy = hankel_form_factor(half_g_phi, 7.0 * s, gcut, dr=0.01, dg=0.01)
+    transform = []
+
+    def self_energy(q):  # transformed on first use (the energy density of the fields)
+        if not transform:
+            # smooth and Gaussian-decaying: steps of 0.01 are within 2e-10 of f̂(0) of the
+            # converged transform (1e-3 steps) at 1/6 of the default steps' time
+            transform.append(hankel_form_factor(half_g_phi, 7.0 * s, gcut, dr=0.01, dg=0.01))
+        return transform[0](q)
+
     return SpeciesForms(gauss, v_long, v_short, self_energy, gcut)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.fft  # faster than numpy.fft on these grids (1.1-1.4x)
@@ -32,6 +33,7 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 __all__ = ["PointLattice", "point_lattice", "dof_lattice", "element_point_lattice",
+           "CellInterpolation", "cell_interpolation",
            "LatticeSolver", "lattice_solver"]
 
 
@@ -261,3 +263,124 @@ def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
         log.debug("matrix is not block-circulant on the %s grid (mismatch %.1e)", shape, err)
         return None
     return solver
+
+
+@dataclass(frozen=True, eq=False)
+class CellInterpolation:
+    """DOF values -> values at the points of a :class:`PointLattice` of a uniform periodic
+    mesh, as one small dense matrix per sub-cell (what the sparse rows of the merged
+    quadrature hold, without them).
+
+    Every point of sublattice ``s`` in sub-cell ``c`` lies in one of the sub-cell's own
+    elements, whose DOFs sit in the ``(p+1)³`` window of DOF-grid sites starting at ``p c``
+    (``p`` the order; DOFs numbered in C order of the DOF grid, :class:`meshes.TetMesh`), with
+    the same basis values in every sub-cell: the values at all points are
+    ``W (S, (p+1)³) @ U ((p+1)³, n_cells)`` with ``U`` the windows of ``u``; one BLAS product
+    and ``(p+1)³`` strided copies instead of a sparse product with ~10 entries per point
+    (4x faster at 32-atom size, and no 200 MB matrix). Apply as ``B @ u``, ``B.T @ y``.
+
+    Attributes
+    ----------
+    weights : (S, (p+1)³) float
+        Basis values of each window site at each sublattice's points.
+    order : int
+    divisions : (3,) int
+    """
+
+    weights: np.ndarray
+    order: int
+    divisions: tuple
+
+    @property
+    def shape(self) -> tuple:
+        n_cells = int(np.prod(self.divisions))
+        return (self.weights.shape[0] * n_cells, n_cells * self.order**3)
+
+    @cached_property
+    def _windows(self) -> list:
+        """The (p+1)³ strided views (as slices of the padded DOF grid), window-site order."""
+        p, n = self.order, self.divisions
+        return [tuple(slice(o, o + p * k, p) for o, k in zip((a, b, c), n))
+                for a in range(p + 1) for b in range(p + 1) for c in range(p + 1)]
+
+    def __matmul__(self, u: np.ndarray) -> np.ndarray:
+        p, n = self.order, self.divisions
+        grid = np.asarray(u, dtype=np.float64).reshape(tuple(p * k for k in n))
+        padded = np.pad(grid, ((0, 1), (0, 1), (0, 1)), mode="wrap")  # the periodic images
+        U = np.empty((len(self._windows), *n))
+        for i, window in enumerate(self._windows):
+            U[i] = padded[window]
+        return (self.weights @ U.reshape(U.shape[0], -1)).ravel()
+
+    def transpose_matmul(self, y: np.ndarray) -> np.ndarray:
+        """``Bᵀ y`` (n_dofs,) of values ``y`` at the points."""
+        p, n = self.order, self.divisions
+        n_cells = int(np.prod(n))
+        Z = self.weights.T @ np.asarray(y, dtype=np.float64).reshape(-1, n_cells)
+        padded = np.zeros(tuple(p * k + 1 for k in n))
+        for i, window in enumerate(self._windows):
+            padded[window] += Z[i].reshape(n)
+        for axis in range(3):  # fold the far face onto its periodic image, the near one
+            far = [slice(None)] * 3
+            far[axis] = -1
+            near = list(far)
+            near[axis] = 0
+            padded[tuple(near)] += padded[tuple(far)]
+            keep = [slice(None)] * 3
+            keep[axis] = slice(0, -1)
+            padded = padded[tuple(keep)]
+        return padded.ravel()
+
+    @property
+    def T(self):
+        """The transpose, applied with ``@``."""
+        return _TransposedCells(self)
+
+
+@dataclass(frozen=True, eq=False)
+class _TransposedCells:
+    of: CellInterpolation
+
+    @property
+    def shape(self) -> tuple:
+        return self.of.shape[::-1]
+
+    def __matmul__(self, y: np.ndarray) -> np.ndarray:
+        return self.of.transpose_matmul(y)
+
+
+def cell_interpolation(mesh, points: PointLattice, ref_values: np.ndarray
+                       ) -> CellInterpolation | None:
+    """The :class:`CellInterpolation` of the element quadrature points of a uniform periodic
+    mesh grouped by the sites of ``points`` (their :func:`element_point_lattice`), or None
+    when the mesh has no translation structure or a sublattice has no point in the sub-cell's
+    own elements.
+
+    Parameters
+    ----------
+    mesh : meshes.TetMesh
+    points : PointLattice of the ``n_elements * n_quad`` element points
+    ref_values : (n_local, n_quad) reference basis values at the quadrature points
+    """
+    tr = mesh.translation
+    if tr is None:
+        return None
+    p, n_cells, nq = tr.order, tr.n_cells, mesh.n_quad
+    S = points.offsets.shape[0]
+    # the points of sub-cell 0's elements (element t · n_cells is type t's, in sub-cell 0)
+    pts = (tr.representatives[:, None] * nq + np.arange(nq)).ravel()
+    kind, cell = np.divmod(points.site[pts], n_cells)
+    own = np.flatnonzero(cell == 0)  # not those on the far faces (they belong to neighbours)
+    kinds, first = np.unique(kind[own], return_index=True)
+    if kinds.size != S:
+        return None
+    chosen = own[first]  # one point of each sublattice, in sublattice order
+    t, q = np.divmod(chosen, nq)
+    off = tr.offsets[t]  # (S, n_local, 3) window sites of the local DOFs
+    if off.min() < 0 or off.max() > p:
+        return None
+    column = (off[..., 0] * (p + 1) + off[..., 1]) * (p + 1) + off[..., 2]
+    weights = np.zeros((S, (p + 1) ** 3))
+    np.add.at(weights, (np.repeat(np.arange(S), column.shape[1]), column.ravel()),
+              ref_values[:, q].T.ravel())
+    return CellInterpolation(weights=weights, order=p, divisions=tuple(tr.divisions))

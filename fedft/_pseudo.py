@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 from ase.data import chemical_symbols
-from scipy.interpolate import CubicSpline, make_interp_spline
 from scipy.special import erf
 
 from ._errors import PseudopotentialError
@@ -117,7 +116,7 @@ class TabulatedPseudo:
     v: np.ndarray
     source: str = ""
     digest: str = ""
-    _spline: CubicSpline = field(init=False, repr=False, compare=False)
+    _spline: object = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         r = np.asarray(self.r, float)
@@ -136,6 +135,8 @@ class TabulatedPseudo:
         object.__setattr__(self, "v", v)
         # V is even in r: a table that starts at the origin gets a zero slope there
         bc = ((1, 0.0), "not-a-knot") if r[0] == 0.0 else "not-a-knot"
+        from scipy.interpolate import CubicSpline  # tables only: the import takes ~0.07 s
+
         object.__setattr__(self, "_spline", CubicSpline(r, v, bc_type=bc))
         if abs(v[-1] + self.z / r[-1]) > CORE_TOLERANCE:
             log.warning("pseudopotential%s is not -Z/r at the end of its table (r=%.3g bohr,"
@@ -483,6 +484,8 @@ def recpot_to_real(q: np.ndarray, vq: np.ndarray, z: float, r: np.ndarray) -> np
             refine = int(np.ceil(2.0 * rmax / period))
             # V_s is even in q: interpolate on the mirrored grid, quintic spline
             qq = np.concatenate([-q[:0:-1], q])
+            from scipy.interpolate import make_interp_spline
+
             spline = make_interp_spline(qq, np.concatenate([vs[:0:-1], vs]), k=5)
             q = np.linspace(0.0, qmax, (q.size - 1) * refine + 1)
             vs = spline(q)

@@ -295,7 +295,6 @@ class TetMesh:
         a non-periodic axis)."""
         return tuple(int(self.order * n + (not p)) for n, p in zip(self.divisions, self.pbc))
 
-    @cached_property
     def element_fine(self) -> np.ndarray:
         """(n_elements, n_local, 3) int: the local DOFs of each element on the DOF grid
         (unwrapped: a periodic axis runs to ``order * divisions``), local order of
@@ -311,7 +310,7 @@ class TetMesh:
     def element_dofs(self) -> np.ndarray:
         """(n_elements, n_local) periodic DOF indices of each element, from their sites on the
         DOF grid (no edge numbering needed)."""
-        fine = self.element_fine
+        fine = self.element_fine()
         shape = self.fine_shape
         idx = np.zeros(fine.shape[:2], dtype=np.int64)
         for k in range(3):
@@ -379,6 +378,13 @@ class TetMesh:
         p0, A = self._affine
         x = p0[:, None, :] + np.einsum("eij,jq->eqi", A, self.ref_points)
         return np.ascontiguousarray(x.reshape(-1, 3))
+
+    def points_of(self, points: np.ndarray) -> np.ndarray:
+        """(len(points), 3) Cartesian positions of some element quadrature points (indices
+        into the ``n_elements * n_quad`` points of :attr:`quad_points`), without the others."""
+        element, q = np.divmod(np.asarray(points, dtype=np.int64), self.n_quad)
+        p0, A = self._affine
+        return p0[element] + np.einsum("nij,jn->ni", A[element], self.ref_points[:, q])
 
     def _reference_basis(self) -> tuple[np.ndarray, np.ndarray]:
         """Reference values (n_local, n_quad) and gradients (n_local, 3, n_quad)."""

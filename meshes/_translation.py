@@ -138,7 +138,7 @@ def translation_structure(mesh) -> TranslationStructure | None:
     scale = np.abs(mesh.cell).max()
     if np.abs(A - A[:, :1]).max() > 1e-12 * scale:
         return None
-    g = mesh.element_fine  # (ne, nl, 3) unwrapped sites on the DOF grid
+    g = mesh.element_fine()  # (ne, nl, 3) unwrapped sites on the DOF grid
     off = (g - g[:, :1]).reshape(T, n_cells, *g.shape[1:])
     if np.any(off != off[:, :1]):
         return None
@@ -155,4 +155,5 @@ def translation_structure(mesh) -> TranslationStructure | None:
     index = np.ravel_multi_index(tuple(np.moveaxis(site, -1, 0)), tuple(p * n))
     return TranslationStructure(divisions=tuple(int(k) for k in n),
                                 representatives=np.arange(T) * n_cells,
-                                offsets=off[:, 0], dof_index=index.reshape(p**3, *n), order=p)
+                                offsets=off[:, 0].copy(), dof_index=index.reshape(p**3, *n),
+                                order=p)

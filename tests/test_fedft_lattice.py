@@ -111,3 +111,29 @@ def test_fourier_blocks_inverted_by_lu_with_a_pseudo_inverse_fallback():
         inverse = _from_symbol(index, symbol).inverse
         ref = np.linalg.pinv(symbol, rcond=1e-12, hermitian=True)
         np.testing.assert_allclose(inverse, ref, atol=1e-10 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("cell", [CUBIC, FCC], ids=["orthorhombic", "fcc-primitive"])
+@pytest.mark.parametrize("order,divisions", [(2, (5, 6, 7)), (2, (2, 3, 2)), (1, (4, 3, 5))])
+def test_sub_cell_interpolation_equals_the_element_rows(cell, order, divisions):
+    """The merged quadrature of a uniform periodic mesh interpolates with one dense matrix per
+    sub-cell: ``B u`` and ``Bᵀ y`` equal the element interpolation rows' at every point, also
+    with 2 sub-cells (the window's far sites are the near ones' periodic images)."""
+    from fedft._lattice import CellInterpolation
+
+    m = periodic_mesh(cell, divisions=divisions, order=order)
+    q = Discretisation(m).merged
+    assert isinstance(q.B, CellInterpolation)
+    rows = m.quadrature_rows(q.rep)  # the sparse rows of the same points
+    assert q.B.shape == rows.shape and q.BT.shape == rows.shape[::-1]
+    rng = np.random.default_rng(5)
+    u, y = rng.standard_normal(m.n_dofs), rng.standard_normal(q.rep.size)
+    np.testing.assert_allclose(q.B @ u, rows @ u, rtol=0, atol=1e-13 * np.abs(u).max())
+    np.testing.assert_allclose(q.BT @ y, rows.T @ y, rtol=0,
+                               atol=1e-12 * np.abs(rows.T @ y).max())
+
+
+def test_graded_periodic_meshes_keep_the_sparse_rows():
+    m = graded_mesh(CUBIC, np.array([[1.0, 1.0, 1.0]]), 0.5, 0.5, 1.2, order=2)
+    q = Discretisation(m).merged
+    assert sp.issparse(q.B) and q.B.shape == (q.rep.size, m.n_dofs)
