@@ -227,8 +227,8 @@ def build_mesh(system: System, settings: Settings) -> TetMesh:
                            origin=system.origin, order=settings.order,
                            intorder=settings.intorder)
         near = settings.spacing
-    elif system.periodic:
-        divisions = divisions_for_spacing(system.cell, settings.spacing)
+    elif system.periodic:  # solved by FFT (fedft._lattice): lengths with small factors
+        divisions = divisions_for_spacing(system.cell, settings.spacing, fft_friendly=True)
         mesh = periodic_mesh(system.cell, divisions, order=settings.order,
                              intorder=settings.intorder)
         near = mesh.element_size

@@ -22,7 +22,9 @@ class Settings:
         Polynomial order of the finite elements (1 or 2).
     spacing : float
         Largest sub-cube edge along each lattice vector (bohr); each sub-cube holds six
-        tetrahedra, and P2 nodes are half this apart.
+        tetrahedra, and P2 nodes are half this apart. Uniform periodic meshes round the
+        number of sub-cubes per axis up to one with prime factors 2, 3, 5, 7 only (their
+        solves are FFTs; :func:`meshes.fft_size`).
     intorder : int
         Quadrature order (positive-weight rules only).
     compensation_width : float or None

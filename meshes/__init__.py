@@ -16,6 +16,7 @@ from ._tetmesh import (
     TetMesh,
     check_cell,
     divisions_for_spacing,
+    fft_size,
     kuhn_box,
     kuhn_cube,
     mesh_from_spec,
@@ -25,7 +26,7 @@ from ._tetmesh import (
 
 __all__ = [
     "DegenerateCellError", "MeshError", "MeshFileError", "PointLocationError",
-    "POSITIVE_TET_RULES", "TetMesh", "check_cell", "divisions_for_spacing", "kuhn_box",
+    "POSITIVE_TET_RULES", "TetMesh", "check_cell", "divisions_for_spacing", "fft_size", "kuhn_box",
     "kuhn_cube", "mesh_from_spec", "periodic_mesh", "tensor_mesh", "FieldFile", "read_fields",
     "write_fields", "PointLocator", "shape_functions", "MeshQuality", "MeshQualityError",
     "check_mesh_quality", "tetrahedron_quality", "graded_axis", "graded_mesh",

@@ -557,3 +557,16 @@ def test_concurrent_solves_in_threads_match_serial(al_primitive):
         assert r.energy == pytest.approx(ref.energy, rel=1e-13)
         np.testing.assert_allclose(r.forces, ref.forces, rtol=0, atol=1e-10)
         np.testing.assert_allclose(r.fields["rho"], ref.fields["rho"], rtol=1e-12, atol=0)
+
+
+def test_periodic_meshes_take_fft_friendly_divisions():
+    """A crystal's uniform mesh rounds its sub-cube counts up to FFT-friendly lengths (13
+    and 31 would be prime), never coarser than the spacing."""
+    from fedft._groundstate import build_mesh, prepare_system
+
+    atoms = Atoms("Al", positions=[[0.0, 0.0, 0.0]], cell=np.diag([6.2, 15.3, 3.9]) * BOHR,
+                  pbc=True)
+    settings = fedft.resolve_settings("fast", spacing=0.5)
+    mesh = build_mesh(prepare_system(atoms, {"Al": ERF_AL}, settings), settings)
+    assert mesh.divisions == (14, 32, 8)
+    assert mesh.element_size <= 0.5

@@ -382,3 +382,14 @@ def test_element_dofs_from_the_dof_grid_sit_where_scikit_fem_puts_them(kind, ord
     e = np.sort(mesh.element_dofs, axis=1)
     assert np.all(e[:, 1:] != e[:, :-1])
     assert mesh.element_dofs.shape == (mesh.n_elements, 4 if order == 1 else 10)
+
+
+def test_fft_friendly_divisions():
+    """Counts round up to lengths with prime factors 2, 3, 5, 7 only (never coarser)."""
+    from meshes import divisions_for_spacing, fft_size
+
+    assert [fft_size(n) for n in (1, 2, 7, 11, 13, 17, 22, 31, 97)] == \
+        [1, 2, 7, 12, 14, 18, 24, 32, 98]
+    cell = np.diag([15.3, 7.65, 5.2])
+    assert divisions_for_spacing(cell, 0.5) == (31, 16, 11)
+    assert divisions_for_spacing(cell, 0.5, fft_friendly=True) == (32, 16, 12)
