@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,12 +30,13 @@ C_F = 0.3 * (3.0 * np.pi**2) ** (2.0 / 3.0)
 @dataclass
 class Evaluation:
     """Energy (Ha), its gradient with respect to the DOF values of ``u`` and the Hartree
-    potential (nodal, Ha) of one evaluation."""
+    potential (nodal, Ha) of one evaluation; ``terms``: the energies (Ha) of TF, vW and xc."""
 
     energy: float
     gradient: np.ndarray
     v_hartree: np.ndarray
     poisson_iterations: int
+    terms: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -73,33 +74,39 @@ class Functional:
     def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
         d, q = self.disc, self.quadrature
         uq = q.B @ u
-        w_rho, g_local, e_local = local_terms(uq, q.w, self._v_local)
+        w_rho, g_local, terms = local_terms(uq, q.w, self._v_local)
         Ku = d.K @ u
         vh, v_grad, v_grad_q, e_hartree, its = d.hartree(q.BT @ w_rho, w_rho, v_hartree_guess,
                                                           rtol=self.poisson_rtol)
-        energy = e_local + 0.5 * self.kinetic_lambda * (u @ Ku) + e_hartree + self.constant
+        terms["vw"] = 0.5 * self.kinetic_lambda * float(u @ Ku)
+        energy = sum(terms.values()) + e_hartree + self.constant
         # δ/δu: 2u (5/3 C_F ρ^(2/3) + v_xc + V_loc) (g_local) + 2u V_H, weighted
         v_grad_q *= uq
         v_grad_q *= 2.0 * q.w
         g_local += v_grad_q
         grad = q.BT @ g_local + self.kinetic_lambda * Ku
-        return Evaluation(float(energy), grad, vh, its)
+        del terms["local"]
+        return Evaluation(float(energy), grad, vh, its, terms)
 
-    def components(self, u: np.ndarray, v_hartree: np.ndarray,
-                   uq: np.ndarray | None = None) -> dict:
+    def components(self, u: np.ndarray, v_hartree: np.ndarray, uq: np.ndarray | None = None,
+                   evaluation: Evaluation | None = None) -> dict:
         """Energy components (Ha) at ``u`` with a converged Hartree potential, each the
         quadrature integral of the energy-density term of the same name (``uq``: ``u`` at
-        the merged quadrature points when the caller has it)."""
+        the merged quadrature points when the caller has it; ``evaluation``: one at this
+        ``u``, whose TF, vW and xc energies are taken as they are)."""
         d, q = self.disc, self.quadrature
         uq = q.B @ u if uq is None else uq
         rho = uq * uq
-        eps_xc, _ = lda_xc(rho)
         w = q.w
+        out = {"hartree": float(0.5 * (w @ (rho * (q.B @ v_hartree))))}
+        if evaluation is not None and evaluation.terms:
+            return {**evaluation.terms, **out}
+        eps_xc, _ = lda_xc(rho)
         return {
             "tf": float(C_F * (w @ (rho * np.abs(uq) ** (4.0 / 3.0)))),
             "vw": float(0.5 * self.kinetic_lambda * (u @ (d.K @ u))),
             "xc": float(w @ (rho * eps_xc)),
-            "hartree": float(0.5 * (w @ (rho * (q.B @ v_hartree)))),
+            **out,
         }
 
 
@@ -114,14 +121,15 @@ def local_terms(uq: np.ndarray, w: np.ndarray, v_local: np.ndarray):
     Returns
     -------
     w_rho : (n,) ``w ρ`` (e); g_local : (n,) ``2 w u (5/3 C_F ρ^(2/3) + v_xc + V_loc)``;
-    energy : float, ``Σ w ρ (C_F ρ^(2/3) + ε_xc + V_loc)`` (Ha)
+    energies : dict (Ha), ``Σ w ρ C_F ρ^(2/3)`` ("tf"), ``Σ w ρ ε_xc`` ("xc") and
+    ``Σ w ρ V_loc`` ("local")
     """
     n = uq.size
     w_rho = np.empty(n)
     g_local = np.empty(n)
     eps = np.empty(min(n, _BLOCK))
     v = np.empty(min(n, _BLOCK))
-    energy = 0.0
+    e_tf = e_xc = e_loc = 0.0
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         m = stop - start
@@ -133,12 +141,11 @@ def local_terms(uq: np.ndarray, w: np.ndarray, v_local: np.ndarray):
         third *= third  # ρ^(2/3)
         third *= C_F  # TF energy per electron
         vl = v_local[start:stop]
-        e = eps[:m]
-        e += vl
-        e += third
         wr = w_rho[start:stop]
         np.multiply(w[start:stop], rho, out=wr)
-        energy += float(wr @ e)
+        e_tf += float(wr @ third)
+        e_xc += float(wr @ eps[:m])
+        e_loc += float(wr @ vl)
         g = v[:m]
         g += vl
         third *= 5.0 / 3.0
@@ -146,4 +153,4 @@ def local_terms(uq: np.ndarray, w: np.ndarray, v_local: np.ndarray):
         g *= u
         np.multiply(g, w[start:stop], out=g_local[start:stop])
         g_local[start:stop] *= 2.0
-    return w_rho, g_local, energy
+    return w_rho, g_local, {"tf": e_tf, "xc": e_xc, "local": e_loc}

@@ -409,7 +409,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vh, _ = disc.poisson(load, result.evaluation.v_hartree, rtol=1e-13)
     else:
         vh = disc.symmetric_potential(load, result.evaluation.v_hartree, rtol=1e-13)
-    comps = functional.components(result.u, vh, uq)
+    comps = functional.components(result.u, vh, uq, evaluation=result.evaluation)
     comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]

@@ -93,3 +93,20 @@ def test_rows_and_basis_integrals_without_the_interpolation_matrix(divisions):
     np.testing.assert_allclose(mesh.basis_integrals, B.T @ mesh.quad_weights,
                                atol=1e-14 * mesh.volume)
     assert mesh.basis_integrals.sum() == pytest.approx(mesh.volume, rel=1e-13)
+
+
+def test_components_from_the_last_evaluation_equal_recomputed_ones():
+    """The ground state takes the TF, vW and xc energies of the minimiser's last evaluation
+    instead of integrating them again: they are the same integrals at the same ``u``."""
+    mesh = periodic_mesh(FCC, divisions=(4, 4, 4), order=2)
+    disc = Discretisation(mesh)
+    v_local = np.sin(2 * np.pi * (disc.xq @ np.linalg.inv(mesh.cell)) @ np.array([1, 0, 2]))
+    u = 0.3 + 0.05 * np.random.default_rng(3).random(mesh.n_dofs)
+    functional = Functional(disc, 0.7, v_local, constant=0.0)
+    ev = functional.evaluate(u)
+    assert set(ev.terms) == {"tf", "vw", "xc"}
+    reused = functional.components(u, ev.v_hartree, evaluation=ev)
+    fresh = functional.components(u, ev.v_hartree)
+    assert reused.keys() == fresh.keys()
+    for k in fresh:
+        assert reused[k] == pytest.approx(fresh[k], rel=1e-12), k
