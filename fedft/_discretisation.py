@@ -23,8 +23,8 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
-from ._lattice import (LatticeSolver, cell_interpolation, dof_lattice, element_point_lattice,
-                       lattice_solver)
+from ._lattice import (CellMatrix, LatticeSolver, cell_interpolation, dof_lattice,
+                       element_point_lattice, lattice_solver)
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -169,6 +169,9 @@ class Discretisation:
     Attributes
     ----------
     mesh : TetMesh
+    K, M : (n_dofs, n_dofs) stiffness and mass matrices, applied with ``@``: on uniform
+        periodic meshes :class:`fedft._lattice.CellMatrix` (from the sub-cell matrices, not
+        stored), else CSR (``mesh.stiffness``, ``mesh.mass``)
     """
 
     mesh: TetMesh
@@ -176,8 +179,13 @@ class Discretisation:
 
     def __post_init__(self):
         m = self.mesh
-        self.K = m.stiffness
-        self.M = m.mass
+        tr = m.translation
+        if tr is not None:  # uniform periodic: applied from the sub-cell matrices
+            self.K, self.M = (CellMatrix(tr.cell_matrix(e), tr.order, tuple(tr.divisions),
+                                         tr.stencil(e))
+                              for e in (m.element_stiffness(), m.element_mass()))
+        else:
+            self.K, self.M = m.stiffness, m.mass
         self.wq = m.quad_weights
         self.basis_integrals = m.basis_integrals
         self.volume = m.volume
@@ -190,6 +198,7 @@ class Discretisation:
             self._poisson_prec = lattice_solver(self.K, self._dof_lattice)
             if self._poisson_prec is None:
                 self._dof_lattice = None
+                self.K, self.M = m.stiffness, m.mass
                 self._poisson_prec = tensor_preconditioner(m, np.arange(m.n_dofs), 1.0, 0.0)
             if self._poisson_prec is None:
                 scale = self.K.diagonal().mean() / self.M.diagonal().mean()

@@ -500,12 +500,13 @@ class TetMesh:
         periodic mesh, else all."""
         return slice(None) if self.translation is None else self.translation.representatives
 
-    @cached_property
-    def stiffness(self) -> sp.csr_matrix:
-        """Periodic stiffness matrix ``K_ij = ∫ ∇φ_i·∇φ_j``.
+    def element_stiffness(self) -> np.ndarray:
+        """(n, n_local, n_local) element stiffness matrices ``∫ ∇φ_i·∇φ_j`` of the elements
+        the assembly needs: one per type of a uniform periodic mesh (in the order of its
+        :attr:`translation` types), else every element.
 
-        Element matrices come from reference-element integrals contracted with each element's
-        metric ``|det A| A⁻¹A⁻ᵀ`` (exact: the integrand is a polynomial of degree ≤ 2)."""
+        They come from reference-element integrals contracted with each element's metric
+        ``|det A| A⁻¹A⁻ᵀ`` (exact: the integrand is a polynomial of degree ≤ 2)."""
         vals, grads = self._reference_basis()
         nl = grads.shape[0]
         ref = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads).reshape(9, nl * nl)
@@ -513,14 +514,24 @@ class TetMesh:
         Ainv = np.linalg.inv(self._affine[1][which])
         metric = (Ainv @ Ainv.transpose(0, 2, 1)) * self._abs_det[which, None, None]
         # one (n_elements, 9) x (9, nl²) product: several times faster than the einsum
-        return self._assemble((metric.reshape(-1, 9) @ ref).reshape(-1, nl, nl))
+        return (metric.reshape(-1, 9) @ ref).reshape(-1, nl, nl)
+
+    def element_mass(self) -> np.ndarray:
+        """(n, n_local, n_local) element mass matrices ``∫ φ_i φ_j`` (exact for P1 and P2
+        with order ≥ 4), of the same elements as :meth:`element_stiffness`."""
+        vals, _ = self._reference_basis()
+        ref = np.einsum("q,iq,jq->ij", self.ref_weights, vals, vals)
+        return self._abs_det[self._elements(), None, None] * ref[None]
+
+    @cached_property
+    def stiffness(self) -> sp.csr_matrix:
+        """Periodic stiffness matrix ``K_ij = ∫ ∇φ_i·∇φ_j`` (:meth:`element_stiffness`)."""
+        return self._assemble(self.element_stiffness())
 
     @cached_property
     def mass(self) -> sp.csr_matrix:
-        """Periodic mass matrix ``M_ij = ∫ φ_i φ_j`` (exact for P1 and P2 with order ≥ 4)."""
-        vals, _ = self._reference_basis()
-        ref = np.einsum("q,iq,jq->ij", self.ref_weights, vals, vals)
-        return self._assemble(self._abs_det[self._elements(), None, None] * ref[None])
+        """Periodic mass matrix ``M_ij = ∫ φ_i φ_j`` (:meth:`element_mass`)."""
+        return self._assemble(self.element_mass())
 
     @cached_property
     def basis_integrals(self) -> np.ndarray:

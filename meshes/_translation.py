@@ -82,6 +82,18 @@ class TranslationStructure:
                              minlength=uniq.size)
         return s_row[first], s_col[first], shift[first], values
 
+    def cell_matrix(self, matrices: np.ndarray) -> np.ndarray:
+        """The sub-cell matrix ``(W, W)``, ``W = (order+1)³``, of per-type element matrices
+        (T, nl, nl): the sum of the types' matrices on the window of DOF-grid sites that
+        starts at the sub-cell's corner (every element's DOFs are in its sub-cell's window).
+        The periodic matrix is ``Σ_c P_cᵀ A_c P_c`` over the sub-cells' windows ``P_c``."""
+        p = self.order
+        w = (self.offsets[..., 0] * (p + 1) + self.offsets[..., 1]) * (p + 1) \
+            + self.offsets[..., 2]  # (T, nl) window site of each local DOF
+        local = np.zeros(((p + 1) ** 3,) * 2)
+        np.add.at(local, (w[:, :, None], w[:, None, :]), np.asarray(matrices))
+        return local
+
     def matrix(self, matrices: np.ndarray) -> sp.csr_matrix:
         """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR
         (equal to the generic assembly of the same element matrices; the column indices of a
@@ -144,8 +156,9 @@ def translation_structure(mesh) -> TranslationStructure | None:
         return None
     anchor = g[:, 0].reshape(T, n_cells, 3)
     cells = np.stack(np.unravel_index(np.arange(n_cells), tuple(n)), axis=1)
-    if np.any(anchor != p * cells[None]) or np.any(off[:, 0] < 0):
-        return None  # first local DOF is not the corner vertex of the element's sub-cell
+    if np.any(anchor != p * cells[None]) or np.any(off[:, 0] < 0) or off.max() > p:
+        return None  # first local DOF is not the corner vertex of the element's sub-cell,
+        # or the element leaves its sub-cell
     # the periodic DOFs are the sites of the DOF grid in C order (TetMesh): DOF of
     # sublattice s = (parities) at sub-cell c is the site p c + parities
     if tuple(mesh.fine_shape) != tuple(int(k) for k in p * n):

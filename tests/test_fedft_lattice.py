@@ -137,3 +137,24 @@ def test_graded_periodic_meshes_keep_the_sparse_rows():
     m = graded_mesh(CUBIC, np.array([[1.0, 1.0, 1.0]]), 0.5, 0.5, 1.2, order=2)
     q = Discretisation(m).merged
     assert sp.issparse(q.B) and q.B.shape == (q.rep.size, m.n_dofs)
+
+
+@pytest.mark.parametrize("cell", [CUBIC, FCC], ids=["orthorhombic", "fcc-primitive"])
+@pytest.mark.parametrize("order,divisions", [(2, (5, 6, 7)), (2, (2, 3, 2)), (1, (4, 2, 5))])
+def test_sub_cell_matrices_equal_the_assembled_ones(cell, order, divisions):
+    """A uniform periodic mesh's Discretisation applies K and M from the sub-cell matrices:
+    the same products as the assembled CSR matrices, and the same Fourier blocks from their
+    stencil as from the matrix rows."""
+    from fedft._lattice import CellMatrix, dof_lattice
+
+    m = periodic_mesh(cell, divisions=divisions, order=order)
+    disc = Discretisation(m)
+    x = np.random.default_rng(6).standard_normal(m.n_dofs)
+    for op, csr in ((disc.K, m.stiffness), (disc.M, m.mass)):
+        assert isinstance(op, CellMatrix) and op.shape == csr.shape
+        np.testing.assert_allclose(op @ x, csr @ x, rtol=0, atol=1e-13 * np.abs(csr @ x).max())
+        dofs = dof_lattice(m.translation)
+        a, b = lattice_solver(op, dofs, invert=False), lattice_solver(csr, dofs, invert=False)
+        assert a is not None and b is not None
+        np.testing.assert_allclose(a.symbol, b.symbol, rtol=0,
+                                   atol=1e-13 * np.abs(b.symbol).max())
