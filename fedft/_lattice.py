@@ -93,16 +93,21 @@ def _from_symbol(index: np.ndarray, symbol: np.ndarray) -> LatticeSolver:
     that fail the check fall back to the pseudo-inverse of all."""
     S = symbol.shape[-1]
     blocks = symbol.reshape(-1, S, S)
-    inverse = np.empty_like(blocks)
-    inverse[0] = np.linalg.pinv(blocks[0], rcond=1e-12, hermitian=True)
-    if blocks.shape[0] > 1:
-        try:
-            inverse[1:] = np.linalg.inv(blocks[1:])
-        except np.linalg.LinAlgError:
-            inverse[1:] = np.nan
-        residual = np.abs(blocks[1:] @ inverse[1:] - np.eye(S)).max()
-        if not residual < 1e-8:  # nearly singular blocks: least squares everywhere
-            inverse = np.linalg.pinv(blocks, rcond=1e-12, hermitian=True)
+    zero = blocks[0].copy()
+    blocks[0] = np.eye(S)  # LU of the others in one call, without a copy of them
+    try:
+        inverse = np.linalg.inv(blocks)
+    except np.linalg.LinAlgError:
+        inverse = np.full_like(blocks, np.nan)
+    blocks[0] = zero
+    inverse[0] = np.linalg.pinv(0.5 * (zero + zero.conj().T), rcond=1e-12, hermitian=True)
+    if blocks.shape[0] > 1:  # check a sample of the LU inverses (all: ~70 MB at 32 atoms)
+        pick = np.unique(np.random.default_rng(0).integers(1, blocks.shape[0], 512))
+        residual = np.abs(blocks[pick] @ inverse[pick] - np.eye(S)).max()
+        if not residual < 1e-8 or not np.isfinite(inverse).all():
+            # nearly singular blocks: least squares everywhere
+            inverse = np.linalg.pinv(0.5 * (blocks + np.conj(np.swapaxes(blocks, -1, -2))),
+                                     rcond=1e-12, hermitian=True)
     return LatticeSolver(index=index, symbol=symbol, inverse=inverse.reshape(symbol.shape))
 
 
@@ -226,6 +231,24 @@ def _complete(offsets: np.ndarray, n: np.ndarray, site: np.ndarray) -> PointLatt
     return PointLattice(offsets=offsets, divisions=tuple(int(k) for k in n), site=site)
 
 
+def _symbol(s_row, s_col, shift, values, S: int, divisions) -> np.ndarray:
+    """Fourier blocks ``Â(k) = Σ_m C(m) e^{2πi k·m/N}`` (N₁, N₂, N₃//2+1, S, S) of the stencil
+    ``C[s, s', m]`` (entries ``(s_row, s_col, shift, values)``: DOF ``(s, n)`` couples to
+    ``(s', n + m)``), on the half-space of the real FFT: ``y(n) = Σ_m C(m) x(n + m)`` is
+    ``ŷ(k) = Â(k) x̂(k)``. The stencil has a few distinct shifts (27 for P2), so this is one
+    product of their phases (n_k, n_shifts) with the coefficients (n_shifts, S²): no FFT of
+    a mostly-zero (S, S, N₁, N₂, N₃) array and its copies."""
+    n = np.asarray(divisions, dtype=np.int64)
+    shifts, which = np.unique(np.mod(np.asarray(shift), n), axis=0, return_inverse=True)
+    coef = np.zeros((shifts.shape[0], S * S))
+    np.add.at(coef, (which.ravel(), np.asarray(s_row) * S + np.asarray(s_col)), values)
+    ks = [np.fft.fftfreq(n[0], 1.0 / n[0]), np.fft.fftfreq(n[1], 1.0 / n[1]),
+          np.arange(n[2] // 2 + 1)]
+    phase = [np.exp(2j * np.pi * np.outer(k, shifts[:, a]) / n[a]) for a, k in enumerate(ks)]
+    P = phase[0][:, None, None, :] * phase[1][None, :, None, :] * phase[2][None, None, :, :]
+    return (P.reshape(-1, shifts.shape[0]) @ coef).reshape(*P.shape[:3], S, S)
+
+
 def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
                    seed: int = 0, invert: bool = True) -> LatticeSolver | None:
     """FFT solver of ``A`` if it is block-circulant on a uniform periodic grid, else None.
@@ -250,17 +273,12 @@ def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
     index = np.empty(dofs.site.size, dtype=np.int64)
     index[dofs.site] = np.arange(dofs.site.size)
     index = index.reshape(dofs.shape)
-    stencil = np.zeros((n_sub, n_sub, *shape))
     if isinstance(A, CellMatrix):  # entry (s, n) x (s', n + m)
         s_row, s_col, shift, values = A.stencil
-        m = np.mod(shift, np.asarray(shape)).T
-        np.add.at(stencil, (s_row, s_col, *m), values)
     else:
         rows = sp.csr_matrix(A)[index[:, 0, 0, 0]].tocoo()  # the S rows of sub-cell 0
-        np.add.at(stencil, (rows.row, kind[rows.col], *cell[rows.col].T), rows.data)
-    # y(n) = Σ_m C(m) x(n + m)  =>  ŷ(k) = conj(Ĉ(k)) x̂(k) for real C
-    symbol = np.moveaxis(np.conj(scipy.fft.rfftn(stencil, axes=(2, 3, 4))), (0, 1), (-2, -1))
-    symbol = 0.5 * (symbol + np.conj(np.swapaxes(symbol, -1, -2)))  # Hermitian to rounding
+        s_row, s_col, shift, values = rows.row, kind[rows.col], cell[rows.col], rows.data
+    symbol = _symbol(s_row, s_col, shift, values, n_sub, shape)
     solver = _from_symbol(index, symbol) if invert else LatticeSolver(index, symbol, None)
     x = np.random.default_rng(seed).standard_normal(index.size)
     ax = A @ x
