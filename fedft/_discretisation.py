@@ -14,6 +14,7 @@ open boxes)."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,7 +25,7 @@ from meshes import TetMesh
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
 from ._lattice import (CellMatrix, LatticeSolver, cell_interpolation, dof_lattice,
-                       element_point_lattice, lattice_solver)
+                       lattice_solver, representative_sites)
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -90,11 +91,15 @@ def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "li
     )
 
 
-@dataclass(frozen=True, eq=False)
 class MergedQuadrature:
     """The mesh's quadrature with the points that several elements share (the degree-5 rule
     has points on the edges) merged into one, their weights summed: the integrals of continuous
     fields (``u``, ``ρ = u²``, potentials) are the same, with ~35 % fewer points on Kuhn meshes.
+
+    On uniform periodic meshes the merged points are the sites of the quadrature points'
+    sublattices (:class:`fedft._lattice.RepresentativeSites`, kind-major), known without
+    touching the element points; ``rep`` and ``group`` (which only the nodal fields need)
+    are then found on first use.
 
     Attributes
     ----------
@@ -110,15 +115,34 @@ class MergedQuadrature:
         Summed weights (bohr³).
     """
 
-    rep: np.ndarray
-    group: np.ndarray
-    B: object
-    BT: object
-    w: np.ndarray
+    def __init__(self, B, BT, w: np.ndarray, rep: np.ndarray | None = None,
+                 group: np.ndarray | None = None, locate=None):
+        self.B, self.BT, self.w = B, BT, w
+        self._rep, self._group, self._locate = rep, group, locate
+        self._lock = threading.Lock()
+
+    def _located(self) -> tuple:
+        with self._lock:
+            if self._rep is None:
+                self._rep, self._group = self._locate()
+                self._locate = None
+        return self._rep, self._group
+
+    @property
+    def rep(self) -> np.ndarray:
+        return self._located()[0]
+
+    @property
+    def group(self) -> np.ndarray:
+        return self._located()[1]
 
     def restrict(self, values_q: np.ndarray) -> np.ndarray:
         """Values of a continuous field at the merged points from the element points."""
         return values_q[self.rep]
+
+    def expand(self, values: np.ndarray) -> np.ndarray:
+        """Values at the element points of a continuous field given at the merged points."""
+        return values[self.group]
 
     def load(self, values: np.ndarray) -> np.ndarray:
         """Load vector ``∫ f φ_i`` of a field given at the merged points."""
@@ -233,17 +257,31 @@ class Discretisation:
         return self.mesh.quad_points
 
     @cached_property
-    def point_lattices(self):
-        """Uniform periodic meshes: the sublattices (:class:`fedft._lattice.PointLattice`) of
-        the quadrature points and of the DOFs; None otherwise."""
+    def sites(self):
+        """Uniform periodic meshes: the sublattices of the quadrature points
+        (:class:`fedft._lattice.RepresentativeSites`, from one element per type); None
+        otherwise."""
         if self._dof_lattice is None:
             return None
-        m = self.mesh  # the quadrature points from one element per type
+        m = self.mesh
         reps = m.translation.representatives
         xr = m.points_of((reps[:, None] * m.n_quad + np.arange(m.n_quad)).ravel()).reshape(
             reps.size, m.n_quad, 3)
-        quad = element_point_lattice((xr - m.origin) @ np.linalg.inv(m.cell), m.translation)
-        return None if quad is None else (quad, self._dof_lattice)
+        return representative_sites((xr - m.origin) @ np.linalg.inv(m.cell), m.translation)
+
+    @property
+    def dof_lattice(self):
+        """Uniform periodic meshes: the sublattices of the DOFs
+        (:class:`fedft._lattice.PointLattice`); None otherwise."""
+        return self._dof_lattice
+
+    @cached_property
+    def point_lattices(self):
+        """Uniform periodic meshes: the sublattices (:class:`fedft._lattice.PointLattice`) of
+        all element quadrature points and of the DOFs; None otherwise."""
+        if self.sites is None:
+            return None
+        return self.sites.element_points(), self._dof_lattice
 
     @cached_property
     def B(self):
@@ -259,30 +297,38 @@ class Discretisation:
     @cached_property
     def merged(self) -> MergedQuadrature:
         """:class:`MergedQuadrature` of the mesh (what the minimiser's functional uses)."""
-        lattices = self.point_lattices
-        B = None
-        if lattices is not None:  # sites are periodic: the same point up to a lattice vector
-            rep, group = _shared_points(self.mesh.points_of, lattices[0], self.mesh.cell)
-            if rep.size == int(np.prod(lattices[0].shape)):  # every site: merged = site order
-                B = self._checked(cell_interpolation(
-                    self.mesh, lattices[0], self.mesh._reference_basis()[0]), rep)
+        m = self.mesh
+        if self.sites is not None:  # the sites; weights and B from one element per type
+            sites = self.sites
+            types = m.translation.representatives
+            w_type = m._abs_det[types, None] * m.ref_weights[None, :]  # (T, n_quad)
+            w = np.repeat(np.bincount(sites.kind.ravel(), weights=w_type.ravel(),
+                                      minlength=sites.offsets.shape[0]), sites.n_cells)
+            B = self._checked(cell_interpolation(m, sites, m._reference_basis()[0]), sites)
+            if B is not None:
+                log.debug("quadrature: %d element points, %d distinct",
+                          m.n_elements * m.n_quad, w.size)
+                return MergedQuadrature(B, B.T, w, locate=lambda: _shared_points(
+                    m.points_of, self.point_lattices[0], m.cell))
+            rep, group = _shared_points(m.points_of, self.point_lattices[0], m.cell)
         else:
             rep, group = _shared_points(self.xq)
-        if B is None:
-            B = self.mesh.quadrature_rows(rep)
+        B = m.quadrature_rows(rep)
         w = np.bincount(group, weights=self.wq, minlength=rep.size)
         log.debug("quadrature: %d element points, %d distinct", group.size, rep.size)
-        return MergedQuadrature(rep=rep, group=group, B=B, BT=B.T, w=w)
+        return MergedQuadrature(B, B.T, w, rep=rep, group=group)
 
-    def _checked(self, cells, rep: np.ndarray, seed: int = 0):
+    def _checked(self, cells, sites, seed: int = 0):
         """``cells`` (a :class:`fedft._lattice.CellInterpolation`) if it gives the values of
-        the element interpolation rows at a sample of the points ``rep``, else None."""
+        the element interpolation rows at a sample of the ``sites``
+        (:class:`fedft._lattice.RepresentativeSites`), else None."""
         if cells is None:
             return None
         rng = np.random.default_rng(seed)
-        sample = rng.choice(rep.size, min(rep.size, 2000), replace=False)
+        n = sites.offsets.shape[0] * sites.n_cells
+        sample = rng.choice(n, min(n, 2000), replace=False)
         u = rng.standard_normal(self.mesh.n_dofs)
-        expected = self.mesh.quadrature_rows(rep[sample]) @ u
+        expected = self.mesh.quadrature_rows(sites.point_at(sample)) @ u
         err = np.abs((cells @ u)[sample] - expected).max() / np.abs(expected).max()
         if not err < 1e-12:
             log.debug("sub-cell interpolation does not match the element rows (%.1e)", err)

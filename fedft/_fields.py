@@ -41,6 +41,7 @@ import numpy as np
 
 from ._ewald import gaussian_overlap_energy
 from ._functional import C_F
+from ._ions_reciprocal import ReciprocalIonFields
 from ._xc import lda_xc
 
 GAUGES = ("gradient", "laplacian")
@@ -70,8 +71,10 @@ def screened_electrostatic_density(gs, rho_q: np.ndarray, vh_q: np.ndarray) -> n
     # (short-ranged) erfc correction sits on its Gaussian
     corr = gaussian_overlap_energy(system.positions, charges[system.species],
                                    widths[system.species], system.cell, system.periodic)
-    dens = 0.5 * (ions.gauss - rho_q) * phi_q \
-        - ions.self_density(charges, widths, per_atom=corr) + rho_q * ions.v_short
+    # reciprocal ion sums are at the merged quadrature points: to the element points
+    at_q = disc.merged.expand if isinstance(ions, ReciprocalIonFields) else (lambda a: a)
+    dens = 0.5 * (at_q(ions.gauss) - rho_q) * phi_q \
+        - at_q(ions.self_density(charges, widths, per_atom=corr)) + rho_q * at_q(ions.v_short)
     target = gs.components["hartree"] + gs.components["electron_ion"] + gs.components["ewald"]
     # np.sum, not a BLAS dot: the result must not depend on the number of BLAS threads
     gs.es_uniform = (target - float(np.sum(disc.wq * dens))) / disc.volume
@@ -97,7 +100,7 @@ def nodal_fields(gs) -> dict:
     uq = (merged.B @ u)[merged.group]
     rho_q = uq * uq
     vh_q = (merged.B @ gs.v_hartree)[merged.group]
-    v_local_q = gs.functional.v_local_q
+    v_local_q = gs.functional.v_local_element
     eps_xc, _ = lda_xc(rho_q)
     grad_u = mesh.gradient(u)
     lam = gs.kinetic_lambda

@@ -48,22 +48,41 @@ class Functional:
     disc : Discretisation
     kinetic_lambda : float
         λ of the von Weizsäcker term.
-    v_local_q : (n_q,) Ha
-        Periodic local pseudopotential at the quadrature points (``V_sr + V_lr``).
+    v_local_q : (n_q,) Ha or None
+        Local pseudopotential at the element quadrature points (``V_sr + V_lr``).
     constant : float
         Ion-only energy ``E_Ewald + E_shift`` (Ha).
     poisson_rtol : float
         Relative residual of the Hartree solve.
+    v_local_m : (n_m,) Ha, optional
+        The same at the merged quadrature points instead (reciprocal ion sums give it
+        there); give one of the two.
     """
 
     disc: Discretisation
     kinetic_lambda: float
-    v_local_q: np.ndarray
+    v_local_q: np.ndarray | None
     constant: float
     poisson_rtol: float = 1e-9
+    v_local_m: np.ndarray | None = None
 
     def __post_init__(self):
-        self._v_local = self.quadrature.restrict(self.v_local_q)
+        if (self.v_local_q is None) == (self.v_local_m is None):
+            raise ValueError("give the local potential at the element or the merged points")
+        self._v_local = self.v_local_m if self.v_local_q is None else \
+            self.quadrature.restrict(self.v_local_q)
+
+    @property
+    def v_local_merged(self) -> np.ndarray:
+        """``V_sr + V_lr`` (Ha) at the merged quadrature points."""
+        return self._v_local
+
+    @property
+    def v_local_element(self) -> np.ndarray:
+        """``V_sr + V_lr`` (Ha) at the element quadrature points."""
+        if self.v_local_q is None:
+            return self.quadrature.expand(self.v_local_m)
+        return self.v_local_q
 
     @property
     def quadrature(self):

@@ -294,7 +294,9 @@ class GroundState:
     @cached_property
     def v_long_q(self) -> np.ndarray:
         """Long-range local potential (Ha) at the element quadrature points."""
-        return self.ions.v_long if self.v_long_quad is None else self.v_long_quad
+        if self.v_long_quad is None:  # reciprocal ions: at the merged points
+            return self.disc.merged.expand(self.ions.v_long)
+        return self.v_long_quad
 
     @cached_property
     def v_long(self) -> np.ndarray:
@@ -305,8 +307,8 @@ class GroundState:
     def ewald_density(self) -> np.ndarray:
         """Each atom's Ewald energy spread on its Gaussian (Ha/bohr³), at the quadrature
         points."""
-        if self.ewald_spread is None:
-            return self.ions.spread(self.ewald.per_atom)
+        if self.ewald_spread is None:  # reciprocal ions: at the merged points
+            return self.disc.merged.expand(self.ions.spread(self.ewald.per_atom))
         return self.ewald_spread
 
     @property
@@ -356,8 +358,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         else None
     n_e = system.n_electrons
     v_long = v_long_q = None  # computed with the fields when the ions are reciprocal
-    if ions is not None:
-        v_local_q = ions.v_local
+    reciprocal = ions is not None
+    if reciprocal:  # at the merged quadrature points
+        v_local = ions.v_local
     else:
         tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
                   for p, s, sh in zip(system.pseudos, widths, shorts)]
@@ -369,7 +372,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
             vg = disc.symmetric_potential(disc.load(ions.gauss), rtol=1e-13)
         v_long = -vg
         v_long_q = disc.B @ v_long
-        v_local_q = ions.v_short + v_long_q
+        v_local = ions.v_short + v_long_q  # at the element quadrature points
     if system.periodic:
         ew = ewald(system.positions, system.z, system.cell)
         shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
@@ -379,9 +382,10 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     timings["ions"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    functional = Functional(disc, float(kinetic_lambda), v_local_q,
+    functional = Functional(disc, float(kinetic_lambda), None if reciprocal else v_local,
                             constant=ew.energy + n_e * shift,
-                            poisson_rtol=settings.poisson_rtol)
+                            poisson_rtol=settings.poisson_rtol,
+                            v_local_m=v_local if reciprocal else None)
     if u0 is None or u0.shape != (disc.mesh.n_dofs,):
         if system.periodic:
             u0 = np.full(disc.mesh.n_dofs, np.sqrt(n_e / disc.volume))
@@ -400,7 +404,6 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     merged = functional.quadrature
     uq = merged.B @ result.u
     rho_m = uq * uq
-    rho_q = rho_m[merged.group]  # at the element quadrature points
     load = merged.load(rho_m)
     # the potential the ions' Gaussians feel (reciprocity): isolated systems take the
     # symmetric form's Mℓ (Discretisation.hartree), so that ½∫ρV_H is the Hartree energy that
@@ -410,17 +413,19 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     else:
         vh = disc.symmetric_potential(load, result.evaluation.v_hartree, rtol=1e-13)
     comps = functional.components(result.u, vh, uq, evaluation=result.evaluation)
-    comps["electron_ion"] = float(disc.wq @ (rho_q * v_local_q)) + n_e * shift
+    # ∫ρ V_loc with the merged points (the same integral as with the element points)
+    comps["electron_ion"] = float(merged.w @ (rho_m * functional.v_local_merged)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
-    if isinstance(ions, ReciprocalIonFields):  # V_lr exact: forces of ∫ρ(V_sr + V_lr)
-        f_ions, ewald_density = ions.forces(rho_q), None  # spread with the fields
+    if reciprocal:  # V_lr exact: forces of ∫ρ(V_sr + V_lr), at the merged points
+        f_ions, ewald_density = ions.forces(rho_m), None  # spread with the fields
     else:  # V_lr from the mesh: its forces by reciprocity through the Hartree potential
+        rho_q = merged.expand(rho_m)  # at the element quadrature points
         f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
     forces = f_ions + ew.forces
     dipole = None
-    if not system.periodic:  # about the coordinate origin, e·bohr
+    if not system.periodic:  # about the coordinate origin, e·bohr (never reciprocal)
         dipole = system.z @ system.positions - disc.xq.T @ (disc.wq * rho_q)
     timings["forces"] = time.perf_counter() - t
     log.info("ground state: E=%.10f Ha in %d iterations (%d evaluations)",

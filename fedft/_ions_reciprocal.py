@@ -111,16 +111,17 @@ def _species_forms(pseudo, width: float, short_table) -> SpeciesForms:
 
 
 class ReciprocalIonFields:
-    """Ion fields of one crystal geometry at the quadrature points of a uniform periodic mesh
-    (module notes). Build with :func:`reciprocal_ion_fields`.
+    """Ion fields of one crystal geometry at the merged quadrature points of a uniform
+    periodic mesh (:attr:`fedft._discretisation.Discretisation.merged`, the sites of the
+    quadrature points' sublattices; module notes). Build with :func:`reciprocal_ion_fields`.
 
     Attributes
     ----------
-    v_local : (n_q,) ``Σ_I V_sr,I`` + the zero-mean ``V_lr`` (Ha), what the solve needs (one
+    v_local : (n_m,) ``Σ_I V_sr,I`` + the zero-mean ``V_lr`` (Ha), what the solve needs (one
         sum of both form factors)
-    gauss, v_short, v_long : (n_q,) Σ_I g_I (e/bohr³), Σ_I V_sr,I and the zero-mean V_lr (Ha),
+    gauss, v_short, v_long : (n_m,) Σ_I g_I (e/bohr³), Σ_I V_sr,I and the zero-mean V_lr (Ha),
         on first use (the energy densities of the fields)
-    gauss_norm : (n_atoms,) ``Σ_q w_q g_I(x_q)`` (e), on first use
+    gauss_norm : (n_atoms,) ``Σ_m w_m g_I(x_m)`` (e), on first use
     """
 
     def __init__(self, sums: ReciprocalSums, weights: np.ndarray, forms: list,
@@ -182,10 +183,10 @@ def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields |
     """:class:`ReciprocalIonFields` of a crystal on a uniform periodic mesh, or None when the
     mesh is not one (graded, open) or the form factors need more than :data:`MAX_FOLDS`
     aliases per axis (a hard core on a coarse mesh: the real-space sums are cheaper)."""
-    lattices = disc.point_lattices
-    if lattices is None or not system.periodic:
+    if disc.sites is None or not system.periodic:
         return None
-    quad, nodes = lattices
+    # at the merged quadrature points (the sites of the quadrature points' sublattices)
+    quad, nodes = disc.sites.sites(), disc.dof_lattice
     forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
     gcut = max(f.gcut for f in forms)
     frac = system.positions @ np.linalg.inv(system.cell)
@@ -193,4 +194,4 @@ def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields |
     if max(sums.folds) > MAX_FOLDS:
         log.debug("reciprocal ion sums need %s aliases: real-space sums instead", sums.folds)
         return None
-    return ReciprocalIonFields(sums, disc.wq, forms, nodes)
+    return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 __all__ = ["PointLattice", "point_lattice", "dof_lattice", "element_point_lattice",
+           "RepresentativeSites", "representative_sites",
            "CellInterpolation", "cell_interpolation", "CellMatrix",
            "LatticeSolver", "lattice_solver"]
 
@@ -121,13 +122,14 @@ class PointLattice:
     offsets : (S, 3) float
         Offset ``δ_s`` of each sublattice inside a sub-cell, in sub-cell units ([0, 1)).
     divisions : (3,) int
-    site : (n_points,) int
-        Site of each point in the C-ordered (S, N₁, N₂, N₃) array of sites.
+    site : (n_points,) int or None
+        Site of each point in the C-ordered (S, N₁, N₂, N₃) array of sites; None: the points
+        are the sites, one each, in that order.
     """
 
     offsets: np.ndarray
     divisions: tuple
-    site: np.ndarray
+    site: np.ndarray | None
 
     @property
     def shape(self) -> tuple:
@@ -135,10 +137,12 @@ class PointLattice:
 
     def gather(self, sites: np.ndarray) -> np.ndarray:
         """Values at the points from values (S, N₁, N₂, N₃) at the sites."""
-        return sites.reshape(-1)[self.site]
+        return sites.reshape(-1) if self.site is None else sites.reshape(-1)[self.site]
 
     def scatter(self, values: np.ndarray) -> np.ndarray:
         """(S, N₁, N₂, N₃) sums over the points of each site."""
+        if self.site is None:
+            return np.asarray(values, dtype=np.float64).reshape(self.shape)
         return np.bincount(self.site, weights=values,
                            minlength=int(np.prod(self.shape))).reshape(self.shape)
 
@@ -164,32 +168,93 @@ def dof_lattice(translation) -> PointLattice:
     return PointLattice(offsets=parity / p, divisions=tuple(translation.divisions), site=site)
 
 
-def element_point_lattice(ref_frac: np.ndarray, translation) -> PointLattice | None:
-    """:func:`point_lattice` of per-element points (e.g. the quadrature points) of a uniform
-    periodic mesh from those of one element per type: element ``e`` of type ``t`` in sub-cell
-    ``c`` has the points of type ``t``'s representative (in sub-cell 0) shifted by ``c``.
+@dataclass(frozen=True, eq=False)
+class RepresentativeSites:
+    """The sublattices of per-element points (e.g. the quadrature points) of a uniform
+    periodic mesh, from the points of one element per type: element ``e`` of type ``t`` in
+    sub-cell ``c`` has the points of type ``t``'s representative (in sub-cell 0) shifted by
+    ``c``, so its point ``q`` sits at the site ``(kind[t, q], c + cells[t, q])``.
+
+    Attributes
+    ----------
+    offsets : (S, 3) float
+        Offset of each sublattice inside a sub-cell, in sub-cell units ([0, 1)).
+    kind : (T, n_points) int
+        Sublattice of each point of each type's representative.
+    cells : (T, n_points, 3) int
+        Sub-cell (0 or 1 along each axis) of those points.
+    divisions : (3,) int
+    """
+
+    offsets: np.ndarray
+    kind: np.ndarray
+    cells: np.ndarray
+    divisions: tuple
+
+    @property
+    def n_cells(self) -> int:
+        return int(np.prod(self.divisions))
+
+    def sites(self) -> PointLattice:
+        """The sites themselves as points, one each in site order (kind-major)."""
+        return PointLattice(offsets=self.offsets, divisions=self.divisions, site=None)
+
+    def element_points(self) -> PointLattice:
+        """:class:`PointLattice` of all ``T · n_cells · n_points`` element points in element
+        order (element ``t · n_cells + c``, then its points)."""
+        n = np.asarray(self.divisions, dtype=np.int64)
+        T, npt = self.kind.shape
+        kind, cells = self.kind.reshape(T, 1, npt), self.cells.reshape(T, 1, npt, 3)
+        sub = np.stack(np.unravel_index(np.arange(self.n_cells), tuple(n)), axis=1)
+        flat = np.zeros((T, sub.shape[0], npt), dtype=np.int64)
+        for a in range(3):  # C-order index of the shifted sub-cell, axis by axis
+            flat *= n[a]
+            flat += (cells[..., a] + sub[None, :, None, a]) % n[a]
+        return PointLattice(offsets=self.offsets, divisions=self.divisions,
+                            site=(kind * self.n_cells + flat).ravel())
+
+    def point_at(self, sites: np.ndarray) -> np.ndarray:
+        """An element point (index into the element-ordered points) at each of ``sites``
+        (indices into the site order): the first of its sublattice among the
+        representatives', in the element that puts it there."""
+        n = np.asarray(self.divisions, dtype=np.int64)
+        T, npt = self.kind.shape
+        first = np.unique(self.kind.ravel(), return_index=True)[1]  # one point per kind
+        t, q = np.divmod(first, npt)
+        kind, cell = np.divmod(np.asarray(sites, dtype=np.int64), self.n_cells)
+        c = np.stack(np.unravel_index(cell, tuple(n)), axis=1) - self.cells[t[kind], q[kind]]
+        element = t[kind] * self.n_cells + np.ravel_multi_index(tuple((c % n).T), tuple(n))
+        return element * npt + q[kind]
+
+
+def representative_sites(ref_frac: np.ndarray, translation) -> RepresentativeSites:
+    """:class:`RepresentativeSites` of per-element points of a uniform periodic mesh.
 
     Parameters
     ----------
     ref_frac : (T, n_points, 3) fractional coordinates of the points of each type's
         representative element.
     translation : meshes._translation.TranslationStructure
+    """
+    n = np.asarray(translation.divisions, dtype=np.int64)
+    T, npt = ref_frac.shape[:2]
+    offsets, kind, cells = _classify(ref_frac.reshape(-1, 3), n, tol=1e-8)
+    return RepresentativeSites(offsets=offsets, kind=kind.reshape(T, npt),
+                               cells=cells.reshape(T, npt, 3),
+                               divisions=tuple(int(k) for k in n))
+
+
+def element_point_lattice(ref_frac: np.ndarray, translation) -> PointLattice | None:
+    """:func:`point_lattice` of per-element points (e.g. the quadrature points) of a uniform
+    periodic mesh from those of one element per type (:class:`RepresentativeSites`).
 
     Returns
     -------
     PointLattice of the ``T · n_cells · n_points`` points in element order, or None.
     """
-    n = np.asarray(translation.divisions, dtype=np.int64)
-    T, npt = ref_frac.shape[:2]
-    offsets, kind, cells = _classify(ref_frac.reshape(-1, 3), n, tol=1e-8)
-    kind, cells = kind.reshape(T, 1, npt), cells.reshape(T, 1, npt, 3)
-    sub = np.stack(np.unravel_index(np.arange(int(np.prod(n))), tuple(n)), axis=1)
-    flat = np.zeros((T, sub.shape[0], npt), dtype=np.int64)
-    for a in range(3):  # C-order index of the shifted sub-cell, axis by axis
-        flat *= n[a]
-        flat += (cells[..., a] + sub[None, :, None, a]) % n[a]
-    site = (kind * int(np.prod(n)) + flat).ravel()
-    return _complete(offsets, n, site)
+    sites = representative_sites(ref_frac, translation)
+    lattice = sites.element_points()
+    return _complete(sites.offsets, np.asarray(sites.divisions), lattice.site)
 
 
 def _classify(frac: np.ndarray, n: np.ndarray, tol: float):
@@ -424,33 +489,31 @@ class CellMatrix:
         return _scatter(self.local @ U, self.order, self.divisions, self._windows)
 
 
-def cell_interpolation(mesh, points: PointLattice, ref_values: np.ndarray
+def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray
                        ) -> CellInterpolation | None:
     """The :class:`CellInterpolation` of the element quadrature points of a uniform periodic
-    mesh grouped by the sites of ``points`` (their :func:`element_point_lattice`), or None
-    when the mesh has no translation structure or a sublattice has no point in the sub-cell's
-    own elements.
+    mesh grouped by their sites (:class:`RepresentativeSites` of the quadrature points), or
+    None when the mesh has no translation structure or a sublattice has no point in the
+    sub-cell's own elements.
 
     Parameters
     ----------
     mesh : meshes.TetMesh
-    points : PointLattice of the ``n_elements * n_quad`` element points
+    sites : RepresentativeSites of the quadrature points
     ref_values : (n_local, n_quad) reference basis values at the quadrature points
     """
     tr = mesh.translation
     if tr is None:
         return None
-    p, n_cells, nq = tr.order, tr.n_cells, mesh.n_quad
-    S = points.offsets.shape[0]
-    # the points of sub-cell 0's elements (element t · n_cells is type t's, in sub-cell 0)
-    pts = (tr.representatives[:, None] * nq + np.arange(nq)).ravel()
-    kind, cell = np.divmod(points.site[pts], n_cells)
-    own = np.flatnonzero(cell == 0)  # not those on the far faces (they belong to neighbours)
-    kinds, first = np.unique(kind[own], return_index=True)
+    p = tr.order
+    S = sites.offsets.shape[0]
+    # the points of sub-cell 0's own elements that are in sub-cell 0 (not those on its far
+    # faces, which belong to the neighbours' sites)
+    own = np.flatnonzero(np.all(sites.cells == 0, axis=-1).ravel())
+    kinds, first = np.unique(sites.kind.ravel()[own], return_index=True)
     if kinds.size != S:
         return None
-    chosen = own[first]  # one point of each sublattice, in sublattice order
-    t, q = np.divmod(chosen, nq)
+    t, q = np.divmod(own[first], sites.kind.shape[1])  # one point of each sublattice
     off = tr.offsets[t]  # (S, n_local, 3) window sites of the local DOFs (in [0, p])
     column = (off[..., 0] * (p + 1) + off[..., 1]) * (p + 1) + off[..., 2]
     weights = np.zeros((S, (p + 1) ** 3))

@@ -31,6 +31,8 @@ def test_merged_points_integrate_continuous_fields_like_the_element_rule(name, m
     assert ratio == pytest.approx(55 / 84, abs=1e-12 if lattice else 0.06)
     assert ratio < 0.75
     np.testing.assert_allclose(q.w.sum(), disc.wq.sum(), rtol=1e-13)
+    # the weights of a uniform periodic mesh come from one element per type: the same sums
+    np.testing.assert_allclose(q.w, np.bincount(q.group, weights=disc.wq), rtol=1e-13)
     assert np.all(q.w > 0)
     # every element point sits on its merged point (up to a lattice vector)
     d = (disc.xq - disc.xq[q.rep[q.group]]) @ np.linalg.inv(mesh.cell)

@@ -401,6 +401,8 @@ def test_fields_are_computed_once_on_first_access(al_primitive):
     gs = r.nodal._gs
     assert not {"gauss", "gauss_norm", "v_short", "v_long"} & set(vars(gs.ions))
     assert not {"v_long", "v_long_q", "ewald_density"} & set(vars(gs))
+    # nor anything per element quadrature point: the merged points are the sublattice sites
+    assert not {"point_lattices", "xq", "B"} & set(vars(gs.disc))
     seen = []
     threads = [threading.Thread(target=lambda: seen.append(r.fields)) for _ in range(4)]
     for t in threads:
