@@ -9,7 +9,9 @@ non-singular interior block of the stiffness matrix. Poisson solves: exact by FF
 periodic meshes (block-circulant matrices, :mod:`fedft._lattice`), CG preconditioned by fast
 diagonalisation on the graded tensor grids of orthorhombic boxes (:mod:`fedft._fastdiag`),
 AMG-preconditioned CG otherwise (Ruge-Stüben for periodic cells, smoothed aggregation for
-open boxes)."""
+open boxes). Uniform periodic meshes apply the stiffness and mass matrices and the
+interpolation to the merged quadrature points from one sub-cell (:mod:`fedft._lattice`)
+instead of storing them as sparse matrices."""
 
 from __future__ import annotations
 

@@ -12,12 +12,18 @@ discrete Fourier transform over ``n`` turns it into one ``S × S`` block ``Â(k)
 constant); its pseudo-inverse returns the solution orthogonal to the constant.
 
 :func:`point_lattice` finds the sublattices of any point set of such a mesh,
-:func:`element_point_lattice` those of per-element points (the quadrature points, for
-:mod:`fedft._reciprocal`) from one element per type and :func:`dof_lattice` those of the DOFs
-from the mesh's translation structure; :func:`lattice_solver` takes the DOFs' and
-checks the matrix (``A x`` of a random ``x`` both ways) before returning a solver; a mesh or
-matrix without the structure (graded axes, an open box) gets ``None`` and the caller keeps its
-iterative solver.
+:func:`representative_sites` those of per-element points (the quadrature points: their sites
+are the merged quadrature points, where :mod:`fedft._reciprocal` sums the ion fields) from one
+element per type and :func:`dof_lattice` those of the DOFs from the mesh's translation
+structure; :func:`lattice_solver` takes the DOFs' and checks the matrix (``A x`` of a random
+``x`` both ways) before returning a solver; a mesh or matrix without the structure (graded
+axes, an open box) gets ``None`` and the caller keeps its iterative solver.
+
+The same translation invariance applies the operators without storing them: every sub-cell's
+elements have their DOFs in the ``(p+1)³`` window of DOF-grid sites at the sub-cell's corner,
+so the interpolation to the merged quadrature points (:class:`CellInterpolation`) and the
+stiffness and mass matrices (:class:`CellMatrix`) are one small dense matrix applied to the
+windows of all sub-cells at once (one BLAS product).
 """
 
 from __future__ import annotations
