@@ -40,6 +40,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from meshes import fft_size
+
 from ._errors import StructureError
 from ._harmonics import invariant_basis, maxwell_table
 from ._neighbors import Structure
@@ -409,15 +411,7 @@ class _Plan:
 
 def _odd_fft_size(n: int) -> int:
     """Smallest odd ``3^a 5^b 7^c 11^d >= n``."""
-    n = max(1, n) | 1
-    while True:
-        m = n
-        for f in (3, 5, 7, 11):
-            while m % f == 0:
-                m //= f
-        if m == 1:
-            return n
-        n += 2
+    return fft_size(n, factors=(3, 5, 7, 11))
 
 
 def _coarse_grid(gc: float, lengths, shape: tuple, n_comp: int, n_feat: int):

@@ -139,13 +139,14 @@ def check_cell(cell) -> np.ndarray:
     return cell
 
 
-def fft_size(n: int) -> int:
-    """The smallest integer ``>= n`` whose prime factors are 2, 3, 5 and 7 only: the lengths
-    that FFTs transform fastest (a prime length such as 31 takes ~2.5x longer per point)."""
+def fft_size(n: int, factors: tuple = (2, 3, 5, 7)) -> int:
+    """The smallest integer ``>= n`` whose prime factors are among ``factors`` (default 2,
+    3, 5 and 7: the lengths that FFTs transform fastest; a prime length such as 31 takes
+    ~2.5x longer per point). Odd factors only give the smallest odd such length."""
     m = max(int(n), 1)
     while True:
         k = m
-        for f in (2, 3, 5, 7):
+        for f in factors:
             while k % f == 0:
                 k //= f
         if k == 1:

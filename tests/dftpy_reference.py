@@ -156,16 +156,9 @@ def _read_pseudo(pseudo: Mapping[str, object]):
 
 def _good_fft_size(n: int) -> int:
     """Smallest even integer >= n whose prime factors are all in {2, 3, 5, 7}."""
-    m = max(2, int(n))
-    while True:
-        if m % 2 == 0:
-            k = m
-            for p in (2, 3, 5, 7):
-                while k % p == 0:
-                    k //= p
-            if k == 1:
-                return m
-        m += 1
+    from meshes import fft_size
+
+    return 2 * fft_size(-(-max(2, int(n)) // 2))
 
 
 def grid_shape(cell_bohr, ecut_ev: float | None = None, spacing: float | None = None) -> tuple:

@@ -390,6 +390,7 @@ def test_fft_friendly_divisions():
 
     assert [fft_size(n) for n in (1, 2, 7, 11, 13, 17, 22, 31, 97)] == \
         [1, 2, 7, 12, 14, 18, 24, 32, 98]
+    assert [fft_size(n, factors=(3, 5, 7, 11)) for n in (1, 4, 26, 34)] == [1, 5, 27, 35]
     cell = np.diag([15.3, 7.65, 5.2])
     assert divisions_for_spacing(cell, 0.5) == (31, 16, 11)
     assert divisions_for_spacing(cell, 0.5, fft_friendly=True) == (32, 16, 12)
