@@ -21,7 +21,7 @@ import numpy as np
 
 from ._lattice import PointLattice
 from ._pseudo import ErfPseudo, _erf_over_r
-from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, hankel_form_factor
+from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, aliases, hankel_form_factor
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +189,10 @@ def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields |
     quad, nodes = disc.sites.sites(), disc.dof_lattice
     forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
     gcut = max(f.gcut for f in forms)
+    folds = aliases(system.cell, quad.divisions, gcut)
+    if max(folds) > MAX_FOLDS:  # decided before building the grid of wave vectors
+        log.debug("reciprocal ion sums need %s aliases: real-space sums instead", folds)
+        return None
     frac = system.positions @ np.linalg.inv(system.cell)
     sums = ReciprocalSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
-    if max(sums.folds) > MAX_FOLDS:
-        log.debug("reciprocal ion sums need %s aliases: real-space sums instead", sums.folds)
-        return None
     return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)

@@ -71,6 +71,14 @@ def hankel_form_factor(func, cutoff: float, gcut: float, dr: float = 4e-3, dg: f
     return lambda q: np.where(q <= g[-1], spline(np.minimum(q, g[-1])), 0.0)
 
 
+def aliases(cell, divisions, gcut: float) -> list:
+    """Aliases (folds) of the grid of sub-cells needed along each axis to reach ``|G| = gcut``
+    (bohr⁻¹): ``|G·a| = 2π|m| <= gcut |a|``."""
+    lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
+    return [max(0, int(np.ceil((gcut * L / (2 * np.pi) - k / 2) / k)))
+            for L, k in zip(lengths, divisions)]
+
+
 class ReciprocalSums:
     """Reciprocal-space sums of one geometry at the points of a :class:`PointLattice`.
 
@@ -92,10 +100,7 @@ class ReciprocalSums:
         self.species = np.asarray(species)
         self.gcut = float(gcut)
         n = lattice.divisions
-        lengths = np.linalg.norm(self.cell, axis=1)
-        # |G·a_a| = 2π|m_a| <= gcut |a_a|: aliases needed along each axis
-        self.folds = [max(0, int(np.ceil((gcut * L / (2 * np.pi) - k / 2) / k)))
-                      for L, k in zip(lengths, n)]
+        self.folds = aliases(self.cell, n, gcut)
         ks = [np.fft.fftfreq(n[0], 1.0 / n[0]), np.fft.fftfreq(n[1], 1.0 / n[1]),
               np.arange(n[2] // 2 + 1, dtype=float)]
         # m along each axis as (2J+1, len(k)) arrays, flattened in that order

@@ -191,3 +191,26 @@ def test_chunks_of_atoms_change_nothing(monkeypatch):
     chunked = run(sums)
     for x, y in zip(whole, chunked):
         assert np.allclose(x, y, rtol=0, atol=1e-13)
+
+
+def test_a_hard_core_on_a_coarse_mesh_takes_the_real_space_sums(monkeypatch):
+    """Form factors that need more than MAX_FOLDS aliases per axis get no reciprocal sums,
+    decided from the cut alone (the grid of wave vectors is never built)."""
+    import fedft._ions_reciprocal as ir
+    from fedft._reciprocal import aliases
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    system = prepare_system(atoms, {"Al": ERF_AL}, fedft.PRESETS["fast"])
+    disc = Discretisation(periodic_mesh(system.cell, spacing=0.7))
+    p, w = system.pseudos[0], 2.0
+    built = []
+    monkeypatch.setattr(ir, "ReciprocalSums", lambda *a, **k: built.append(a) or
+                        ReciprocalSums(*a, **k))
+    assert reciprocal_ion_fields(disc, system, np.array([w]), [short_range(p, w)]) is not None
+    assert len(built) == 1
+    n = disc.sites.divisions
+    gcut = species_forms(p, w, short_range(p, w)).gcut
+    assert max(aliases(system.cell, n, gcut)) <= ir.MAX_FOLDS
+    monkeypatch.setattr(ir, "MAX_FOLDS", max(aliases(system.cell, n, gcut)) - 1)
+    assert reciprocal_ion_fields(disc, system, np.array([w]), [short_range(p, w)]) is None
+    assert len(built) == 1
