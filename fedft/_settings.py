@@ -23,7 +23,7 @@ class Settings:
     spacing : float
         Largest sub-cube edge along each lattice vector (bohr); each sub-cube holds six
         tetrahedra, and P2 nodes are half this apart. Uniform periodic meshes round the
-        number of sub-cubes per axis up to one with prime factors 2, 3, 5, 7 only (their
+        number of sub-cubes per axis up to one with prime factors 2, 3, 5, 7, 11 only (their
         solves are FFTs; :func:`meshes.fft_size`).
     intorder : int
         Quadrature order (positive-weight rules only).

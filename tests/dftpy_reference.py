@@ -158,7 +158,7 @@ def _good_fft_size(n: int) -> int:
     """Smallest even integer >= n whose prime factors are all in {2, 3, 5, 7}."""
     from meshes import fft_size
 
-    return 2 * fft_size(-(-max(2, int(n)) // 2))
+    return 2 * fft_size(-(-max(2, int(n)) // 2), factors=(2, 3, 5, 7))
 
 
 def grid_shape(cell_bohr, ecut_ev: float | None = None, spacing: float | None = None) -> tuple:

@@ -385,12 +385,13 @@ def test_element_dofs_from_the_dof_grid_sit_where_scikit_fem_puts_them(kind, ord
 
 
 def test_fft_friendly_divisions():
-    """Counts round up to lengths with prime factors 2, 3, 5, 7 only (never coarser)."""
+    """Counts round up to lengths with prime factors 2, 3, 5, 7, 11 only (never coarser)."""
     from meshes import divisions_for_spacing, fft_size
 
-    assert [fft_size(n) for n in (1, 2, 7, 11, 13, 17, 22, 31, 97)] == \
-        [1, 2, 7, 12, 14, 18, 24, 32, 98]
+    assert [fft_size(n) for n in (1, 2, 7, 11, 13, 17, 23, 31, 97)] == \
+        [1, 2, 7, 11, 14, 18, 24, 32, 98]
+    assert fft_size(11, factors=(2, 3, 5, 7)) == 12
     assert [fft_size(n, factors=(3, 5, 7, 11)) for n in (1, 4, 26, 34)] == [1, 5, 27, 35]
-    cell = np.diag([15.3, 7.65, 5.2])
-    assert divisions_for_spacing(cell, 0.5) == (31, 16, 11)
-    assert divisions_for_spacing(cell, 0.5, fft_friendly=True) == (32, 16, 12)
+    cell = np.diag([15.3, 7.65, 6.4])
+    assert divisions_for_spacing(cell, 0.5) == (31, 16, 13)
+    assert divisions_for_spacing(cell, 0.5, fft_friendly=True) == (32, 16, 14)
