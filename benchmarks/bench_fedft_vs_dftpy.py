@@ -20,65 +20,62 @@ Usage::
     python benchmarks/bench_fedft_vs_dftpy.py [--sizes 4 32 108] [--target 1e-4]
         [--grading none all] [--grading-rate 0.3] [--h-max 0.48] [--graded-spacings 0.35 0.3]
 
-Measured 2026-11-22 (sixth session) on this project's 2-core machine, nothing else running
-(load 0.4-0.9), target 1e-4 Ha/atom. fedft's time is energy and forces, as DFTpy's; the nodal
-fields are computed when first used and their time ("fields") is printed apart. The
-session's final main (commit 6915281)::
+Measured 2026-11-22 (seventh session) on this project's 2-core machine, nothing else running
+(load 0.8-1.0), target 1e-4 Ha/atom. fedft's time is energy and forces, as DFTpy's (both
+including their imports); the nodal fields are computed when first used and their time
+("fields") is printed apart. Commit 8cf42fd (the code of d51ec2e; the later code commits of
+the session, up to 0730ad5, build the same 16, 32 and 48 sub-cells and the same solves)::
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 108 --grading none \
         --spacings 0.55 0.5
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err  load
-        4  uniform     0.40     0.73    1.8       366       8192     0.50  +8.32e-05  0.4
-       32  uniform     0.41     3.26    7.9      1968       7448     0.50  +9.40e-05  0.5
-      108  uniform     0.81    14.64   18.1      6126       7210     0.50  +9.80e-05  0.8
-    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-146 MB (spacing 0.55: +1.39e-04)
-    fedft: 8 iterations and 9 functional evaluations (108 atoms: 9 and 12); stages (s):
-    N=32 assembly 0.81, ions 0.37, setup 0.31, minimise 1.37, forces 0.22 (fields 3.65, not
-    timed); N=108 assembly 3.16, ions 1.26, setup 3.04, minimise 6.05, forces 0.91 (fields
-    14.30)
+        4  uniform     0.33     0.29    0.9       265       8192     0.50  +8.32e-05  0.9
+       32  uniform     0.37     1.34    3.6      1440       8192     0.50  +8.32e-05  1.0
+      108  uniform     0.65     6.63   10.2      4401       8192     0.50  +8.32e-05  1.0
+    DFTpy: 200 eV, 250 points/atom, err -1.7e-05, 109-146 MB (fedft spacing 0.55: +1.39e-04)
+    fedft: 8 iterations and 9 functional evaluations; 16, 32, 48 sub-cells per axis (P2);
+    stages (s): N=32 assembly 0.25, ions 0.10, setup 0.05, minimise 0.69, forces 0.13
+    (fields 3.74, not timed); N=108 assembly 0.72, ions 0.57, setup 0.18, minimise 4.41,
+    forces 0.63 (fields 15.01). "fedft MB" is the peak after the fields; the energy and
+    forces of 32 atoms peak at ~460 MB.
 
-    two more runs, ``--sizes 32 --grading none --spacings 0.5``: fedft 4.37 s / DFTpy 0.40 s
-    (11.0x), 4.18 s / 0.38 s (10.9x)
+    four more 32-atom runs at d51ec2e (DFTpy and fedft alternately, each in a fresh process):
+    fedft 2.04 / 1.29 / 1.81 / 1.52 s, DFTpy 0.42 / 0.38 / 0.38 / 0.37 s: 4.8x, 3.4x, 4.7x,
+    4.1x (median 4.4x)
 
-    the same script on the fifth session's final main (a worktree of 911c671 on PYTHONPATH):
-    32 atoms 16.22 s, 6 iterations and 19 functional evaluations, the same +9.40e-05
-
-Earlier this session (same command): d56ac92 32 atoms 4.17 s (DFTpy 0.36, 11.7x), 108 atoms
-21.17 s (32.8x); 502076d 5.58 s (10.7x), 18.19 s (25.5x); fcd0a4e 4.02 s (6.4x), 6.49 s
-(14.5x), 5.52 s (9.5x) at 32 atoms, 18.69 s (26.0x) at 108: both codes' times vary by tens
-of per cent from run to run on this machine.
+On this machine a process's first touch of memory costs ~1.2 s per GB (measured: filling a
+new 1 GB array 1.17 s, again after freeing it 0.07-0.09 s), and pages freed a few seconds
+earlier are reclaimed (``kdamond``), so fedft's time depends on its memory footprint and
+varies from run to run (the slow runs above have the larger assembly and setup stages).
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.3
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err
-        4  graded      0.51     4.94    9.6       577      11664     0.30  +8.51e-05
-       32  graded      0.43    42.29   98.7      3369      10719     0.30  +9.50e-05
-    (N=32 stages: ions 8.19, forces 12.00 (real-space ion sums), minimise 13.45, assembly
-    5.08, setup 3.33)
+        4  graded      0.34     4.69   13.7       539      11664     0.30  +8.51e-05
+       32  graded      0.44    40.81   92.6      2786      10719     0.30  +9.50e-05
+    (N=32 stages: ions 9.69, forces 11.32 (real-space ion sums), minimise 12.58, assembly
+    3.76, setup 3.33)
 
-What changed this session (the commits between 911c671 and 6915281): the nodal fields are
-computed on first use (4.3 s of the old timed total at 32 atoms), LDA in cache-sized blocks,
-the functional on the 55 distinct instead of 84 quadrature points per cube, the exact FFT
-Poisson solve as CG's start, a line-search first step from the preconditioner's proposal (9
-instead of 19 evaluations at 32 atoms, above), the stiffness and mass matrices from one sub-cell and
-the quadrature sublattices from one element per type. The fifth
-session's final main (27a6179) took 13.8-17.0 s at 32 atoms (28-39x; DFTpy 0.37-0.60 s),
-3.06 s at 4 (8.8x) and 73.4 s at 108 (106x); graded, 7.27 s (21.5x) and 62.47 s (160x). That
-session went from 85.5 s (~200x) to those with exact FFT solves on uniform periodic meshes
-(``fedft._lattice``), reciprocal-space ion sums (``fedft._ions_reciprocal``: the
-pseudopotential exact at the quadrature points, so spacing 0.5 instead of 0.45 reaches the
-target) and fast-diagonalisation Poisson solves on graded grids.
+What changed this session (commits 7b87b61 to d51ec2e; the sixth session's final main,
+6915281, took 3.26-4.37 s at 32 atoms, 7.9-11.0x, and 0.73 s at 4, 14.64 s at 108): on
+uniform periodic meshes the stiffness and mass matrices and the interpolation to the merged
+quadrature points are applied from one sub-cell (one BLAS product over the windows of all
+sub-cells) instead of being stored as sparse matrices (~360 MB at 32 atoms); the merged
+points are the sites of the quadrature points' sublattices, found from one element per
+type, and the reciprocal ion sums are evaluated there (no per-element-point arrays in the
+solve); element DOFs from the DOF grid (scikit-fem's basis and edge numbering only for file
+output); FFT-friendly sub-cell counts (31 -> 32 at 32 atoms: every FFT ~2.5x faster per
+point, and the error +8.3e-5 instead of +9.4e-5); Fourier blocks from the 27 stencil shifts;
+the pointwise functional in cache-sized blocks with one cbrt; pyamg and meshio imported on
+use. Earlier sessions: fifth session's final main 13.8-17.0 s at 32 atoms (28-39x), ~200x
+before it.
 
-The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is **not met**:
-7.9-11.0x on the final main (three runs, median 10.9x). It holds at 4 atoms (1.8x). Graded
-periodic meshes do not help this crystal (below) and stay slower than uniform ones. What is
-left is the discretisation: P2 elements need ~30x more unknowns than DFTpy's plane waves for
-1e-4 Ha/atom (7448 vs 250 per atom); at 32 atoms the one-off per-mesh work (stages assembly
-and setup: mesh, matrices, sublattices, quadrature operators, Fourier blocks) is ~1.1 s of
-the 3.3 s, and the minimisation itself (1.4 s) is ~3x DFTpy's whole run.
-Reaching 5x needs fewer unknowns per atom (higher-order or spectral elements) or a
-matrix-free structured implementation that never builds the per-element operators.
+The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is met with uniform
+meshes (3.4-4.8x in five runs). Graded periodic meshes do not help this crystal (below) and
+stay ~25x slower than uniform ones: the real-space ion sums and the sparse operators of a
+graded grid. P2 still needs ~33x more unknowns than DFTpy's plane waves here (8192 vs 250
+per atom); at 108 atoms fedft is 10x DFTpy.
 
 Graded meshes and this crystal (measured in the fourth session, real-space ion sums): over
 rate 0.2-0.6, h_max 0.45-1.0 bohr and h_min 0.3-0.6 bohr (4 and 32 atoms), the error
