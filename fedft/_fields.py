@@ -41,7 +41,6 @@ import numpy as np
 
 from ._ewald import gaussian_overlap_energy
 from ._functional import C_F
-from ._ions_reciprocal import ReciprocalIonFields
 from ._xc import lda_xc
 
 GAUGES = ("gradient", "laplacian")
@@ -71,8 +70,7 @@ def screened_electrostatic_density(gs, rho_q: np.ndarray, vh_q: np.ndarray) -> n
     # (short-ranged) erfc correction sits on its Gaussian
     corr = gaussian_overlap_energy(system.positions, charges[system.species],
                                    widths[system.species], system.cell, system.periodic)
-    # reciprocal ion sums are at the merged quadrature points: to the element points
-    at_q = disc.merged.expand if isinstance(ions, ReciprocalIonFields) else (lambda a: a)
+    at_q = disc.merged.expand  # the ion fields are at the merged quadrature points
     dens = 0.5 * (at_q(ions.gauss) - rho_q) * phi_q \
         - at_q(ions.self_density(charges, widths, per_atom=corr)) + rho_q * at_q(ions.v_short)
     target = gs.components["hartree"] + gs.components["electron_ion"] + gs.components["ewald"]

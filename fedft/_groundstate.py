@@ -288,15 +288,14 @@ class GroundState:
     # what only the nodal fields need: given by the mesh path, which has them from its
     # solve and its forces; from the reciprocal sums on first use (fedft._fields)
     v_long_nodal: np.ndarray | None = None
-    v_long_quad: np.ndarray | None = None
-    ewald_spread: np.ndarray | None = None
+    v_long_merged: np.ndarray | None = None  # at the merged quadrature points
+    ewald_spread: np.ndarray | None = None  # at the merged quadrature points
 
     @cached_property
     def v_long_q(self) -> np.ndarray:
         """Long-range local potential (Ha) at the element quadrature points."""
-        if self.v_long_quad is None:  # reciprocal ions: at the merged points
-            return self.disc.merged.expand(self.ions.v_long)
-        return self.v_long_quad
+        v = self.ions.v_long if self.v_long_merged is None else self.v_long_merged
+        return self.disc.merged.expand(v)
 
     @cached_property
     def v_long(self) -> np.ndarray:
@@ -307,9 +306,9 @@ class GroundState:
     def ewald_density(self) -> np.ndarray:
         """Each atom's Ewald energy spread on its Gaussian (Ha/bohr³), at the quadrature
         points."""
-        if self.ewald_spread is None:  # reciprocal ions: at the merged points
-            return self.disc.merged.expand(self.ions.spread(self.ewald.per_atom))
-        return self.ewald_spread
+        spread = self.ions.spread(self.ewald.per_atom) if self.ewald_spread is None \
+            else self.ewald_spread
+        return self.disc.merged.expand(spread)
 
     @property
     def energy(self) -> float:
@@ -357,22 +356,25 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     ions = reciprocal_ion_fields(disc, system, widths, shorts) if settings.reciprocal_ions \
         else None
     n_e = system.n_electrons
-    v_long = v_long_q = None  # computed with the fields when the ions are reciprocal
+    # the ion fields at the merged quadrature points (the continuous fields are the same at
+    # the element points that share one)
+    merged = disc.merged
+    v_long = v_long_m = None  # computed with the fields when the ions are reciprocal
     reciprocal = ions is not None
-    if reciprocal:  # at the merged quadrature points
+    if reciprocal:
         v_local = ions.v_local
     else:
         tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
                   for p, s, sh in zip(system.pseudos, widths, shorts)]
-        ions = ion_fields(disc.xq, disc.wq, system.positions, system.cell, system.species,
-                          tables, periodic=system.periodic)
+        ions = ion_fields(disc.mesh.points_of(merged.rep), merged.w, system.positions,
+                          system.cell, system.species, tables, periodic=system.periodic)
         if system.periodic:
-            vg, _ = disc.poisson(disc.load(ions.gauss), rtol=1e-13)
+            vg, _ = disc.poisson(merged.load(ions.gauss), rtol=1e-13)
         else:  # the electrons' symmetric open-boundary form: exact reciprocity for the forces
-            vg = disc.symmetric_potential(disc.load(ions.gauss), rtol=1e-13)
+            vg = disc.symmetric_potential(merged.load(ions.gauss), rtol=1e-13)
         v_long = -vg
-        v_long_q = disc.B @ v_long
-        v_local = ions.v_short + v_long_q  # at the element quadrature points
+        v_long_m = merged.B @ v_long
+        v_local = ions.v_short + v_long_m
     if system.periodic:
         ew = ewald(system.positions, system.z, system.cell)
         shift = float(np.sum(np.pi * system.z * widths[system.species] ** 2) / disc.volume)
@@ -382,10 +384,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     timings["ions"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    functional = Functional(disc, float(kinetic_lambda), None if reciprocal else v_local,
+    functional = Functional(disc, float(kinetic_lambda), None,
                             constant=ew.energy + n_e * shift,
-                            poisson_rtol=settings.poisson_rtol,
-                            v_local_m=v_local if reciprocal else None)
+                            poisson_rtol=settings.poisson_rtol, v_local_m=v_local)
     if u0 is None or u0.shape != (disc.mesh.n_dofs,):
         if system.periodic:
             u0 = np.full(disc.mesh.n_dofs, np.sqrt(n_e / disc.volume))
@@ -401,7 +402,6 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     timings["minimise"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    merged = functional.quadrature
     uq = merged.B @ result.u
     rho_m = uq * uq
     load = merged.load(rho_m)
@@ -418,21 +418,20 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]
-    if reciprocal:  # V_lr exact: forces of ∫ρ(V_sr + V_lr), at the merged points
+    if reciprocal:  # V_lr exact: forces of ∫ρ(V_sr + V_lr)
         f_ions, ewald_density = ions.forces(rho_m), None  # spread with the fields
     else:  # V_lr from the mesh: its forces by reciprocity through the Hartree potential
-        rho_q = merged.expand(rho_m)  # at the element quadrature points
-        f_ions, ewald_density = ions.forces_and_spread(rho_q, disc.B @ vh, ew.per_atom)
+        f_ions, ewald_density = ions.forces_and_spread(rho_m, merged.B @ vh, ew.per_atom)
     forces = f_ions + ew.forces
     dipole = None
-    if not system.periodic:  # about the coordinate origin, e·bohr (never reciprocal)
-        dipole = system.z @ system.positions - disc.xq.T @ (disc.wq * rho_q)
+    if not system.periodic:  # about the coordinate origin, e·bohr
+        dipole = system.z @ system.positions - ions.points.T @ (merged.w * rho_m)
     timings["forces"] = time.perf_counter() - t
     log.info("ground state: E=%.10f Ha in %d iterations (%d evaluations)",
              sum(comps[k] for k in ("tf", "vw", "xc", "electrostatic")), result.iterations,
              result.evaluations)
     return GroundState(system=system, settings=settings, kinetic_lambda=float(kinetic_lambda),
                        disc=disc, ions=ions, ewald=ew, functional=functional, minimiser=result,
-                       v_long_quad=v_long_q, v_hartree=vh, v_long_nodal=v_long,
+                       v_long_merged=v_long_m, v_hartree=vh, v_long_nodal=v_long,
                        ewald_spread=ewald_density, shift_per_electron=shift,
                        components=comps, forces=forces, dipole=dipole, timings=timings)

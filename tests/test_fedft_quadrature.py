@@ -112,3 +112,45 @@ def test_components_from_the_last_evaluation_equal_recomputed_ones():
     assert reused.keys() == fresh.keys()
     for k in fresh:
         assert reused[k] == pytest.approx(fresh[k], rel=1e-12), k
+
+
+@pytest.mark.parametrize("periodic", [True, False], ids=["graded periodic", "open box"])
+def test_real_space_ion_fields_at_the_merged_points(periodic):
+    """The neighbour-sum ion fields are evaluated at the merged points: the same values at
+    the element points that share one, the same normalisation, forces and spread field."""
+    from ase.build import bulk
+
+    import fedft
+    from fedft._groundstate import prepare_system
+    from fedft._ions import ion_fields
+    from fedft._pseudo import SpeciesTable, gaussian_charge, short_range
+
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.1, seed=4)
+    settings = fedft.resolve_settings("fast", vacuum=11.0)
+    if not periodic:  # fedft builds the box: vacuum 11 bohr on every side
+        atoms.pbc = False
+        atoms.cell = np.zeros((3, 3))
+    system = prepare_system(atoms, {"Al": "erf:3:0.529177"}, settings)
+    mesh = graded_mesh(system.cell, system.positions, 0.6, 0.5, 2.0, pbc=periodic,
+                       origin=system.origin, order=2)
+    disc = Discretisation(mesh)
+    q = disc.merged
+    p, w = system.pseudos[0], 2.0
+    table = SpeciesTable.build(gaussian_charge(p.z, w), short_range(p, w))
+    args = (system.positions, system.cell, system.species, [table])
+    element = ion_fields(disc.xq, disc.wq, *args, periodic=periodic)
+    merged = ion_fields(mesh.points_of(q.rep), q.w, *args, periodic=periodic)
+    for name in ("gauss", "v_short"):
+        ref = getattr(element, name)
+        np.testing.assert_allclose(q.expand(getattr(merged, name)), ref, rtol=0,
+                                   atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(merged.gauss_norm, element.gauss_norm, rtol=1e-12)
+    rng = np.random.default_rng(5)
+    u, v = rng.random(mesh.n_dofs), rng.standard_normal(mesh.n_dofs)
+    rho_m, vh_m = (q.B @ u) ** 2, q.B @ v
+    per_atom = rng.standard_normal(len(atoms))
+    f_m, s_m = merged.forces_and_spread(rho_m, vh_m, per_atom)
+    f_e, s_e = element.forces_and_spread(q.expand(rho_m), q.expand(vh_m), per_atom)
+    np.testing.assert_allclose(f_m, f_e, rtol=0, atol=1e-11 * np.abs(f_e).max())
+    np.testing.assert_allclose(q.expand(s_m), s_e, rtol=0, atol=1e-12 * np.abs(s_e).max())
