@@ -23,8 +23,23 @@ Usage::
 Measured 2026-11-22 (seventh session) on this project's 2-core machine, nothing else running
 (load 0.8-1.0), target 1e-4 Ha/atom. fedft's time is energy and forces, as DFTpy's (both
 including their imports); the nodal fields are computed when first used and their time
-("fields") is printed apart. Commit 8cf42fd (the code of d51ec2e; the later code commits of
-the session, up to 0730ad5, build the same 16, 32 and 48 sub-cells and the same solves)::
+("fields") is printed apart. The session's final code, commit 3af0a17::
+
+    python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 108 --grading none \
+        --spacings 0.55 0.5
+
+    atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err  load
+        4  uniform     0.39     0.28    0.7       264       8192     0.50  +8.32e-05  0.7
+       32  uniform     0.47     1.34    2.9      1440       8192     0.50  +8.32e-05  0.7
+      108  uniform     0.63     6.75   10.6      4401       8192     0.50  +8.32e-05  1.0
+    stages (s): N=32 assembly 0.23, ions 0.13, setup 0.05, minimise 0.67, forces 0.13
+    (fields 3.71); N=108 assembly 1.08, ions 0.50, setup 0.17, minimise 4.23, forces 0.61
+
+    three runs of ``--sizes 32 --grading none --spacings 0.5`` at a67a013 (the code of
+    0730ad5): 1.90 / 0.40 s (4.7x), 1.56 / 0.41 s (3.8x), 1.70 / 0.42 s (4.0x)
+
+Commit 8cf42fd (the code of d51ec2e; the later code commits build the same 16, 32 and 48
+sub-cells and the same solves)::
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 108 --grading none \
         --spacings 0.55 0.5
@@ -52,10 +67,11 @@ varies from run to run (the slow runs above have the larger assembly and setup s
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.3
 
     atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err
-        4  graded      0.34     4.69   13.7       539      11664     0.30  +8.51e-05
-       32  graded      0.44    40.81   92.6      2786      10719     0.30  +9.50e-05
-    (N=32 stages: ions 9.69, forces 11.32 (real-space ion sums), minimise 12.58, assembly
-    3.76, setup 3.33)
+        4  graded      0.38     3.15    8.2       486      11664     0.30  +8.51e-05
+       32  graded      0.50    31.60   63.3      2440      10719     0.30  +9.50e-05
+    (3af0a17; N=32 stages: ions 6.92, forces 7.91 (real-space ion sums, at the merged
+    quadrature points since 3af0a17), minimise 12.18, assembly 3.37, setup 1.11; at
+    8cf42fd 4.69 s (13.7x) and 40.81 s (92.6x))
 
 What changed this session (commits 7b87b61 to d51ec2e; the sixth session's final main,
 6915281, took 3.26-4.37 s at 32 atoms, 7.9-11.0x, and 0.73 s at 4, 14.64 s at 108): on
@@ -72,9 +88,9 @@ use. Earlier sessions: fifth session's final main 13.8-17.0 s at 32 atoms (28-39
 before it.
 
 The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is met with uniform
-meshes (3.4-4.8x in five runs). Graded periodic meshes do not help this crystal (below) and
-stay ~25x slower than uniform ones: the real-space ion sums and the sparse operators of a
-graded grid. P2 still needs ~33x more unknowns than DFTpy's plane waves here (8192 vs 250
+meshes (2.9-4.8x in every run of the session's last code). Graded periodic meshes do not
+help this crystal (below) and stay ~20x slower than uniform ones: the real-space ion sums
+and the sparse operators of a graded grid. P2 still needs ~33x more unknowns than DFTpy's plane waves here (8192 vs 250
 per atom); at 108 atoms fedft is 10x DFTpy.
 
 Graded meshes and this crystal (measured in the fourth session, real-space ion sums): over
