@@ -26,8 +26,8 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
-from ._lattice import (CellMatrix, LatticeSolver, cell_interpolation, dof_lattice,
-                       lattice_solver, representative_sites)
+from ._lattice import (CellMatrix, LatticeSolver, SubCellWindows, cell_interpolation,
+                       dof_lattice, lattice_solver, representative_sites)
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -207,8 +207,8 @@ class Discretisation:
         m = self.mesh
         tr = m.translation
         if tr is not None:  # uniform periodic: applied from the sub-cell matrices
-            self.K, self.M = (CellMatrix(tr.cell_matrix(e), tr.order, tuple(tr.divisions),
-                                         tr.stencil(e))
+            windows = SubCellWindows(tr.order, tuple(tr.divisions))
+            self.K, self.M = (CellMatrix(tr.cell_matrix(e), windows, tr.stencil(e))
                               for e in (m.element_stiffness(), m.element_mass()))
         else:
             self.K, self.M = m.stiffness, m.mass
@@ -286,17 +286,6 @@ class Discretisation:
         return self.sites.element_points(), self._dof_lattice
 
     @cached_property
-    def B(self):
-        """(n_q, n_dofs) CSR: DOF values -> values at the element quadrature points (built on
-        first use: the ground state of a crystal needs only :attr:`merged`)."""
-        return self.mesh.interpolation
-
-    @property
-    def BT(self):
-        """Transpose of :attr:`B`, a CSC view (``Bᵀv`` as fast as with a transposed copy)."""
-        return self.B.T
-
-    @cached_property
     def merged(self) -> MergedQuadrature:
         """:class:`MergedQuadrature` of the mesh (what the minimiser's functional uses)."""
         m = self.mesh
@@ -337,9 +326,10 @@ class Discretisation:
             return None
         return cells
 
-    def load(self, values_q: np.ndarray) -> np.ndarray:
-        """Load vector ``∫ f φ_i`` of a field given at the quadrature points."""
-        return self.BT @ (self.wq * values_q)
+    @cached_property
+    def merged_positions(self) -> np.ndarray:
+        """(n_m, 3) positions (bohr) of the merged quadrature points."""
+        return self.mesh.points_of(self.merged.rep)
 
     def neutralise(self, load: np.ndarray) -> np.ndarray:
         """Subtract a uniform background so that the load integrates to zero."""
@@ -355,8 +345,9 @@ class Discretisation:
         m = self.mesh
         s = MULTIPOLE_WIDTH
         self._monomials = monomials(m.dof_positions - self.centre) @ FAR_FIELD  # P (n, 9)
-        self._gauss_loads = self.BT @ (self.wq[:, None] * (gaussian_multipole_densities(
-            self.xq - self.centre, s) @ FAR_FIELD))  # Ĝ (n, 9)
+        q = self.merged  # Ĝ (n, 9), the loads of the multipole densities
+        self._gauss_loads = q.BT @ (q.w[:, None] * (gaussian_multipole_densities(
+            self.merged_positions - self.centre, s) @ FAR_FIELD))
         self._gauss_potentials = gaussian_multipole_potentials(
             m.dof_positions - self.centre, s) @ FAR_FIELD  # Φ (n, 9)
         self._moment_matrix = self._monomials.T @ self._gauss_loads  # S (9, 9)

@@ -98,7 +98,7 @@ def nodal_fields(gs) -> dict:
     uq = (merged.B @ u)[merged.group]
     rho_q = uq * uq
     vh_q = (merged.B @ gs.v_hartree)[merged.group]
-    v_local_q = gs.functional.v_local_element
+    v_local_q = merged.expand(gs.functional.v_local)
     eps_xc, _ = lda_xc(rho_q)
     grad_u = mesh.gradient(u)
     lam = gs.kinetic_lambda

@@ -48,41 +48,20 @@ class Functional:
     disc : Discretisation
     kinetic_lambda : float
         λ of the von Weizsäcker term.
-    v_local_q : (n_q,) Ha or None
-        Local pseudopotential at the element quadrature points (``V_sr + V_lr``).
+    v_local : (n_m,) Ha
+        Local pseudopotential ``V_sr + V_lr`` at the merged quadrature points
+        (:attr:`~fedft._discretisation.Discretisation.merged`).
     constant : float
         Ion-only energy ``E_Ewald + E_shift`` (Ha).
     poisson_rtol : float
         Relative residual of the Hartree solve.
-    v_local_m : (n_m,) Ha, optional
-        The same at the merged quadrature points instead (reciprocal ion sums give it
-        there); give one of the two.
     """
 
     disc: Discretisation
     kinetic_lambda: float
-    v_local_q: np.ndarray | None
+    v_local: np.ndarray
     constant: float
     poisson_rtol: float = 1e-9
-    v_local_m: np.ndarray | None = None
-
-    def __post_init__(self):
-        if (self.v_local_q is None) == (self.v_local_m is None):
-            raise ValueError("give the local potential at the element or the merged points")
-        self._v_local = self.v_local_m if self.v_local_q is None else \
-            self.quadrature.restrict(self.v_local_q)
-
-    @property
-    def v_local_merged(self) -> np.ndarray:
-        """``V_sr + V_lr`` (Ha) at the merged quadrature points."""
-        return self._v_local
-
-    @property
-    def v_local_element(self) -> np.ndarray:
-        """``V_sr + V_lr`` (Ha) at the element quadrature points."""
-        if self.v_local_q is None:
-            return self.quadrature.expand(self.v_local_m)
-        return self.v_local_q
 
     @property
     def quadrature(self):
@@ -93,7 +72,7 @@ class Functional:
     def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
         d, q = self.disc, self.quadrature
         uq = q.B @ u
-        w_rho, g_local, terms = local_terms(uq, q.w, self._v_local)
+        w_rho, g_local, terms = local_terms(uq, q.w, self.v_local)
         Ku = d.K @ u
         vh, v_grad, v_grad_q, e_hartree, its = d.hartree(q.BT @ w_rho, w_rho, v_hartree_guess,
                                                           rtol=self.poisson_rtol)

@@ -366,8 +366,8 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     else:
         tables = [SpeciesTable.build(gaussian_charge(p.z, s), sh)
                   for p, s, sh in zip(system.pseudos, widths, shorts)]
-        ions = ion_fields(disc.mesh.points_of(merged.rep), merged.w, system.positions,
-                          system.cell, system.species, tables, periodic=system.periodic)
+        ions = ion_fields(disc.merged_positions, merged.w, system.positions, system.cell,
+                          system.species, tables, periodic=system.periodic)
         if system.periodic:
             vg, _ = disc.poisson(merged.load(ions.gauss), rtol=1e-13)
         else:  # the electrons' symmetric open-boundary form: exact reciprocity for the forces
@@ -384,9 +384,9 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     timings["ions"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    functional = Functional(disc, float(kinetic_lambda), None,
+    functional = Functional(disc, float(kinetic_lambda), v_local,
                             constant=ew.energy + n_e * shift,
-                            poisson_rtol=settings.poisson_rtol, v_local_m=v_local)
+                            poisson_rtol=settings.poisson_rtol)
     if u0 is None or u0.shape != (disc.mesh.n_dofs,):
         if system.periodic:
             u0 = np.full(disc.mesh.n_dofs, np.sqrt(n_e / disc.volume))
@@ -414,7 +414,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
         vh = disc.symmetric_potential(load, result.evaluation.v_hartree, rtol=1e-13)
     comps = functional.components(result.u, vh, uq, evaluation=result.evaluation)
     # ∫ρ V_loc with the merged points (the same integral as with the element points)
-    comps["electron_ion"] = float(merged.w @ (rho_m * functional.v_local_merged)) + n_e * shift
+    comps["electron_ion"] = float(merged.w @ (rho_m * functional.v_local)) + n_e * shift
     comps["ewald"] = ew.energy
     comps["electrostatic"] = comps["hartree"] + comps["electron_ion"] + comps["ewald"]
     comps["kinetic"] = comps["tf"] + comps["vw"]

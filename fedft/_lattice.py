@@ -20,10 +20,10 @@ structure; :func:`lattice_solver` takes the DOFs' and checks the matrix (``A x``
 axes, an open box) gets ``None`` and the caller keeps its iterative solver.
 
 The same translation invariance applies the operators without storing them: every sub-cell's
-elements have their DOFs in the ``(p+1)³`` window of DOF-grid sites at the sub-cell's corner,
-so the interpolation to the merged quadrature points (:class:`CellInterpolation`) and the
-stiffness and mass matrices (:class:`CellMatrix`) are one small dense matrix applied to the
-windows of all sub-cells at once (one BLAS product).
+elements have their DOFs in the ``(p+1)³`` window of DOF-grid sites at the sub-cell's corner
+(:class:`SubCellWindows`), so the interpolation to the merged quadrature points
+(:class:`CellInterpolation`) and the stiffness and mass matrices (:class:`CellMatrix`) are one
+small dense matrix applied to the windows of all sub-cells at once (one BLAS product).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PointLattice", "point_lattice", "dof_lattice", "element_point_lattice",
-           "RepresentativeSites", "representative_sites",
-           "CellInterpolation", "cell_interpolation", "CellMatrix",
+__all__ = ["PointLattice", "point_lattice", "dof_lattice", "RepresentativeSites",
+           "representative_sites", "half_space_wavenumbers",
+           "SubCellWindows", "CellInterpolation", "cell_interpolation", "CellMatrix",
            "LatticeSolver", "lattice_solver"]
 
 
@@ -250,19 +250,6 @@ def representative_sites(ref_frac: np.ndarray, translation) -> RepresentativeSit
                                divisions=tuple(int(k) for k in n))
 
 
-def element_point_lattice(ref_frac: np.ndarray, translation) -> PointLattice | None:
-    """:func:`point_lattice` of per-element points (e.g. the quadrature points) of a uniform
-    periodic mesh from those of one element per type (:class:`RepresentativeSites`).
-
-    Returns
-    -------
-    PointLattice of the ``T · n_cells · n_points`` points in element order, or None.
-    """
-    sites = representative_sites(ref_frac, translation)
-    lattice = sites.element_points()
-    return _complete(sites.offsets, np.asarray(sites.divisions), lattice.site)
-
-
 def _classify(frac: np.ndarray, n: np.ndarray, tol: float):
     """Offsets (S, 3) in sub-cell units, the offset index (n,) and the sub-cell (n, 3) of
     each point."""
@@ -302,6 +289,14 @@ def _complete(offsets: np.ndarray, n: np.ndarray, site: np.ndarray) -> PointLatt
     return PointLattice(offsets=offsets, divisions=tuple(int(k) for k in n), site=site)
 
 
+def half_space_wavenumbers(divisions) -> list:
+    """Integer wave numbers along each axis of a real FFT over a ``divisions`` grid: all of
+    them on the first two axes (FFT order), the non-negative half on the last."""
+    n = [int(k) for k in divisions]
+    return [np.fft.fftfreq(n[0], 1.0 / n[0]), np.fft.fftfreq(n[1], 1.0 / n[1]),
+            np.arange(n[2] // 2 + 1, dtype=float)]
+
+
 def _symbol(s_row, s_col, shift, values, S: int, divisions) -> np.ndarray:
     """Fourier blocks ``Â(k) = Σ_m C(m) e^{2πi k·m/N}`` (N₁, N₂, N₃//2+1, S, S) of the stencil
     ``C[s, s', m]`` (entries ``(s_row, s_col, shift, values)``: DOF ``(s, n)`` couples to
@@ -313,8 +308,7 @@ def _symbol(s_row, s_col, shift, values, S: int, divisions) -> np.ndarray:
     shifts, which = np.unique(np.mod(np.asarray(shift), n), axis=0, return_inverse=True)
     coef = np.zeros((shifts.shape[0], S * S))
     np.add.at(coef, (which.ravel(), np.asarray(s_row) * S + np.asarray(s_col)), values)
-    ks = [np.fft.fftfreq(n[0], 1.0 / n[0]), np.fft.fftfreq(n[1], 1.0 / n[1]),
-          np.arange(n[2] // 2 + 1)]
+    ks = half_space_wavenumbers(n)
     phase = [np.exp(2j * np.pi * np.outer(k, shifts[:, a]) / n[a]) for a, k in enumerate(ks)]
     P = phase[0][:, None, None, :] * phase[1][None, :, None, :] * phase[2][None, None, :, :]
     return (P.reshape(-1, shifts.shape[0]) @ coef).reshape(*P.shape[:3], S, S)
@@ -360,41 +354,64 @@ def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
     return solver
 
 
-def _windows(order: int, divisions) -> list:
-    """The ``(p+1)³`` windows of DOF-grid sites of the sub-cells, as strided slices of the
-    grid padded by its periodic images (one more site per axis), in window-site order."""
-    p = order
-    return [tuple(slice(o, o + p * k, p) for o, k in zip((a, b, c), divisions))
-            for a in range(p + 1) for b in range(p + 1) for c in range(p + 1)]
+@dataclass(frozen=True, eq=False)
+class SubCellWindows:
+    """The ``(p+1)³`` window of DOF-grid sites at each sub-cell's corner of a uniform
+    periodic mesh (``p`` the order; DOFs numbered in C order of the DOF grid,
+    :class:`meshes.TetMesh`): every element of a sub-cell has its DOFs there, so an operator
+    assembled from identical sub-cells is one small dense matrix applied to all windows.
 
+    Attributes
+    ----------
+    order : int
+    divisions : (3,) int
+    """
 
-def _gather(u: np.ndarray, order: int, divisions, windows: list) -> np.ndarray:
-    """``U`` (W, n_cells): the values of ``u`` (DOFs in C order of the DOF grid) at each
-    sub-cell's window sites."""
-    grid = np.asarray(u, dtype=np.float64).reshape(tuple(order * k for k in divisions))
-    padded = np.pad(grid, ((0, 1), (0, 1), (0, 1)), mode="wrap")  # the periodic images
-    U = np.empty((len(windows), *divisions))
-    for i, window in enumerate(windows):
-        U[i] = padded[window]
-    return U.reshape(len(windows), -1)
+    order: int
+    divisions: tuple
 
+    @property
+    def n_cells(self) -> int:
+        return int(np.prod(self.divisions))
 
-def _scatter(Z: np.ndarray, order: int, divisions, windows: list) -> np.ndarray:
-    """The transpose of :func:`_gather`: window values ``Z`` (W, n_cells) summed onto the
-    DOFs, (n_dofs,)."""
-    padded = np.zeros(tuple(order * k + 1 for k in divisions))
-    for i, window in enumerate(windows):
-        padded[window] += Z[i].reshape(divisions)
-    for axis in range(3):  # fold the far face onto its periodic image, the near one
-        far = [slice(None)] * 3
-        far[axis] = -1
-        near = list(far)
-        near[axis] = 0
-        padded[tuple(near)] += padded[tuple(far)]
-        keep = [slice(None)] * 3
-        keep[axis] = slice(0, -1)
-        padded = padded[tuple(keep)]
-    return padded.ravel()
+    @property
+    def n_dofs(self) -> int:
+        return self.n_cells * self.order**3
+
+    @cached_property
+    def _slices(self) -> list:
+        """The windows as strided slices of the DOF grid padded by its periodic images (one
+        more site per axis), in window-site order."""
+        p = self.order
+        return [tuple(slice(o, o + p * k, p) for o, k in zip((a, b, c), self.divisions))
+                for a in range(p + 1) for b in range(p + 1) for c in range(p + 1)]
+
+    def gather(self, u: np.ndarray) -> np.ndarray:
+        """``U`` (W, n_cells): the values of ``u`` (n_dofs,) at each sub-cell's window."""
+        grid = np.asarray(u, dtype=np.float64).reshape(
+            tuple(self.order * k for k in self.divisions))
+        padded = np.pad(grid, ((0, 1), (0, 1), (0, 1)), mode="wrap")  # the periodic images
+        U = np.empty((len(self._slices), *self.divisions))
+        for i, window in enumerate(self._slices):
+            U[i] = padded[window]
+        return U.reshape(len(self._slices), -1)
+
+    def scatter(self, Z: np.ndarray) -> np.ndarray:
+        """The transpose of :meth:`gather`: window values ``Z`` (W, n_cells) summed onto the
+        DOFs, (n_dofs,)."""
+        padded = np.zeros(tuple(self.order * k + 1 for k in self.divisions))
+        for i, window in enumerate(self._slices):
+            padded[window] += Z[i].reshape(self.divisions)
+        for axis in range(3):  # fold the far face onto its periodic image, the near one
+            far = [slice(None)] * 3
+            far[axis] = -1
+            near = list(far)
+            near[axis] = 0
+            padded[tuple(near)] += padded[tuple(far)]
+            keep = [slice(None)] * 3
+            keep[axis] = slice(0, -1)
+            padded = padded[tuple(keep)]
+        return padded.ravel()
 
 
 @dataclass(frozen=True, eq=False)
@@ -404,41 +421,33 @@ class CellInterpolation:
     quadrature hold, without them).
 
     Every point of sublattice ``s`` in sub-cell ``c`` lies in one of the sub-cell's own
-    elements, whose DOFs sit in the ``(p+1)³`` window of DOF-grid sites starting at ``p c``
-    (``p`` the order; DOFs numbered in C order of the DOF grid, :class:`meshes.TetMesh`), with
-    the same basis values in every sub-cell: the values at all points are
-    ``W (S, (p+1)³) @ U ((p+1)³, n_cells)`` with ``U`` the windows of ``u``; one BLAS product
-    and ``(p+1)³`` strided copies instead of a sparse product with ~10 entries per point
-    (4x faster at 32-atom size, and no 200 MB matrix). Apply as ``B @ u``, ``B.T @ y``.
+    elements, whose DOFs are in the sub-cell's window (:class:`SubCellWindows`), with the same
+    basis values in every sub-cell: the values at all points are ``W (S, (p+1)³) @ U`` with
+    ``U`` the windows of ``u``; one BLAS product and ``(p+1)³`` strided copies instead of a
+    sparse product with ~10 entries per point (and no 200 MB matrix at 32 atoms). Apply as
+    ``B @ u``, ``B.T @ y``.
 
     Attributes
     ----------
     weights : (S, (p+1)³) float
         Basis values of each window site at each sublattice's points.
-    order : int
-    divisions : (3,) int
+    windows : SubCellWindows
     """
 
     weights: np.ndarray
-    order: int
-    divisions: tuple
+    windows: SubCellWindows
 
     @property
     def shape(self) -> tuple:
-        n_cells = int(np.prod(self.divisions))
-        return (self.weights.shape[0] * n_cells, n_cells * self.order**3)
-
-    @cached_property
-    def _windows(self) -> list:
-        return _windows(self.order, self.divisions)
+        return (self.weights.shape[0] * self.windows.n_cells, self.windows.n_dofs)
 
     def __matmul__(self, u: np.ndarray) -> np.ndarray:
-        return (self.weights @ _gather(u, self.order, self.divisions, self._windows)).ravel()
+        return (self.weights @ self.windows.gather(u)).ravel()
 
     def transpose_matmul(self, y: np.ndarray) -> np.ndarray:
         """``Bᵀ y`` (n_dofs,) of values ``y`` at the points."""
         Z = self.weights.T @ np.asarray(y, dtype=np.float64).reshape(self.weights.shape[0], -1)
-        return _scatter(Z, self.order, self.divisions, self._windows)
+        return self.windows.scatter(Z)
 
     @property
     def T(self):
@@ -462,37 +471,29 @@ class _TransposedCells:
 class CellMatrix:
     """A matrix of a uniform periodic mesh assembled from identical sub-cells (the stiffness
     and mass matrices), applied without storing it: ``A x = Σ_c P_cᵀ (A_c P_c x)`` with the
-    sub-cell matrix ``A_c`` (W, W) on the windows ``P_c`` of :class:`CellInterpolation`; one
-    BLAS product per application and no ~80 MB sparse matrix (32-atom fcc Al, P2).
+    sub-cell matrix ``A_c`` (W, W) on the windows ``P_c`` (:class:`SubCellWindows`); one BLAS
+    product per application and no ~80 MB sparse matrix (32-atom fcc Al, P2).
 
     Attributes
     ----------
     local : (W, W) float
         The sub-cell matrix (:meth:`meshes.TranslationStructure.cell_matrix`).
-    order : int
-    divisions : (3,) int
+    windows : SubCellWindows
     stencil : tuple
         The DOF-sublattice stencil ``(rows, cols, shifts, values)`` of the same element
         matrices (:meth:`meshes.TranslationStructure.stencil`), for :func:`lattice_solver`.
     """
 
     local: np.ndarray
-    order: int
-    divisions: tuple
+    windows: SubCellWindows
     stencil: tuple
 
     @property
     def shape(self) -> tuple:
-        n = int(np.prod(self.divisions)) * self.order**3
-        return (n, n)
-
-    @cached_property
-    def _windows(self) -> list:
-        return _windows(self.order, self.divisions)
+        return (self.windows.n_dofs,) * 2
 
     def __matmul__(self, x: np.ndarray) -> np.ndarray:
-        U = _gather(x, self.order, self.divisions, self._windows)
-        return _scatter(self.local @ U, self.order, self.divisions, self._windows)
+        return self.windows.scatter(self.local @ self.windows.gather(x))
 
 
 def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray
@@ -525,4 +526,4 @@ def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray
     weights = np.zeros((S, (p + 1) ** 3))
     np.add.at(weights, (np.repeat(np.arange(S), column.shape[1]), column.ravel()),
               ref_values[:, q].T.ravel())
-    return CellInterpolation(weights=weights, order=p, divisions=tuple(tr.divisions))
+    return CellInterpolation(weights=weights, windows=SubCellWindows(p, tuple(tr.divisions)))

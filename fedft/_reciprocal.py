@@ -32,7 +32,7 @@ from functools import cached_property
 import numpy as np
 import scipy.fft  # faster than numpy.fft on these grids (1.1-1.4x)
 
-from ._lattice import PointLattice
+from ._lattice import PointLattice, half_space_wavenumbers
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class ReciprocalSums:
         self.gcut = float(gcut)
         n = lattice.divisions
         self.folds = aliases(self.cell, n, gcut)
-        ks = [np.fft.fftfreq(n[0], 1.0 / n[0]), np.fft.fftfreq(n[1], 1.0 / n[1]),
-              np.arange(n[2] // 2 + 1, dtype=float)]
+        ks = half_space_wavenumbers(n)
         # m along each axis as (2J+1, len(k)) arrays, flattened in that order
         self.m = [(k[None, :] + nn * np.arange(-J, J + 1)[:, None]).ravel()
                   for k, nn, J in zip(ks, n, self.folds)]

@@ -53,8 +53,8 @@ def test_inverse_of_the_tensor_operator(dirichlet):
 def test_preconditions_the_open_poisson_problem_like_amg():
     mesh = graded_mesh(BOX, CENTRES, 0.5, 0.3, 1.5, pbc=(False,) * 3, order=2)
     d = Discretisation(mesh)
-    rho = np.exp(-np.sum((d.xq - d.centre) ** 2, axis=1) / 4.0)
-    rhs = 4 * np.pi * d.load(rho)[d.interior]
+    rho = np.exp(-np.sum((d.merged_positions - d.centre) ** 2, axis=1) / 4.0)
+    rhs = 4 * np.pi * d.merged.load(rho)[d.interior]
     x, its = pcg(d._K_ii, rhs, np.zeros_like(rhs), d._poisson_prec, 1e-10, singular=False)
     assert its < 60
     ref = sp.linalg.spsolve(d._K_ii.tocsc(), rhs)

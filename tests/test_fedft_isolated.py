@@ -48,17 +48,17 @@ def test_open_poisson_matches_coulomb_potential_of_gaussians():
     disc = _open_disc()
     centres = np.array([[11.0, 12.5, 12.0], [13.0, 12.0, 12.5]])
     q, s = np.array([2.0, -0.7]), np.array([1.0, 1.2])
-    x = disc.xq
+    x = disc.merged_positions
     dens = sum(qi * np.exp(-np.sum((x - c) ** 2, axis=1) / si**2) / (np.pi * si**2) ** 1.5
                for qi, c, si in zip(q, centres, s))
-    v, _ = disc.poisson(disc.load(dens), rtol=1e-12)
+    v, _ = disc.poisson(disc.merged.load(dens), rtol=1e-12)
     exact = gaussian_potential(disc.mesh.dof_positions, centres, q, s)
     assert np.abs(v - exact).max() < 4e-3 * np.abs(exact).max()  # P2 error at h = 0.5 bohr
     # the faces carry the multipole expansion: accurate to the octupole there
     b = disc.boundary
     assert np.abs(v[b] - exact[b]).max() < 3e-4
     # a monopole-only boundary would be off by the dipole term on the faces
-    mono = disc.load(dens).sum() / np.linalg.norm(
+    mono = disc.merged.load(dens).sum() / np.linalg.norm(
         disc.mesh.dof_positions[b] - disc.centre, axis=1)
     assert np.abs(mono - exact[b]).max() > 10 * np.abs(v[b] - exact[b]).max()
 
@@ -71,7 +71,7 @@ def test_open_functional_gradient_is_the_energy_derivative():
     disc = _open_disc(h_min=0.8)
     x = disc.mesh.dof_positions
     u = np.exp(-0.3 * np.sum((x - [12.0, 12.3, 12.1]) ** 2, axis=1)) * (1 + 0.2 * x[:, 0] / 24)
-    f = Functional(disc, 1.0, np.zeros(disc.wq.size), constant=0.0, poisson_rtol=1e-12)
+    f = Functional(disc, 1.0, np.zeros(disc.merged.w.size), constant=0.0, poisson_rtol=1e-12)
     ev = f.evaluate(u)
     d = np.random.default_rng(0).standard_normal(u.size) * u
     h = 1e-4

@@ -73,10 +73,10 @@ def test_discretisation_solves_uniform_periodic_poisson_by_fft():
     m = periodic_mesh(FCC, divisions=(6, 6, 6), order=2)
     d = Discretisation(m)
     assert isinstance(d._poisson_prec, LatticeSolver)
-    rho = 1.0 + np.cos(2 * np.pi * (m.quad_points @ np.linalg.inv(FCC))[:, 0])
-    v, its = d.poisson(d.load(rho), rtol=1e-13)
+    rho = 1.0 + np.cos(2 * np.pi * (d.merged_positions @ np.linalg.inv(FCC))[:, 0])
+    v, its = d.poisson(d.merged.load(rho), rtol=1e-13)
     assert its <= 2  # the exact inverse as preconditioner
-    rhs = 4 * np.pi * d.neutralise(d.load(rho))
+    rhs = 4 * np.pi * d.neutralise(d.merged.load(rho))
     ref = _direct_zero_sum(m.stiffness.tocsr(), rhs)
     assert np.allclose(v, d.zero_mean(ref), rtol=0, atol=1e-11 * np.abs(ref).max())
     precond = d.preconditioner(0.5, 2.0)  # the minimiser's: exact inverse of 0.5 K + 2 M

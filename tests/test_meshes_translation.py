@@ -1,6 +1,6 @@
 """Assembly of uniform periodic meshes from one sub-cell (meshes._translation) against the
 generic element-by-element assembly, and the quadrature-point and DOF sublattices built from
-the translation structure (fedft._lattice.element_point_lattice, dof_lattice) against the
+the translation structure (fedft._lattice.RepresentativeSites, dof_lattice) against the
 direct classification."""
 
 import numpy as np
