@@ -26,8 +26,8 @@ from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
-from ._lattice import (CellMatrix, LatticeSolver, SubCellWindows, cell_interpolation,
-                       dof_lattice, lattice_solver, representative_sites)
+from ._lattice import (CellMatrix, LatticeSolver, cell_interpolation, dof_lattice,
+                       lattice_solver, representative_sites)
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
 
@@ -207,8 +207,7 @@ class Discretisation:
         m = self.mesh
         tr = m.translation
         if tr is not None:  # uniform periodic: applied from the sub-cell matrices
-            windows = SubCellWindows(tr.order, tuple(tr.divisions))
-            self.K, self.M = (CellMatrix(tr.cell_matrix(e), windows, tr.stencil(e))
+            self.K, self.M = (CellMatrix(tr.cell_matrix(e), tr, tr.stencil(e))
                               for e in (m.element_stiffness(), m.element_mass()))
         else:
             self.K, self.M = m.stiffness, m.mass

@@ -21,7 +21,7 @@ axes, an open box) gets ``None`` and the caller keeps its iterative solver.
 
 The same translation invariance applies the operators without storing them: every sub-cell's
 elements have their DOFs in the ``(p+1)³`` window of DOF-grid sites at the sub-cell's corner
-(:class:`SubCellWindows`), so the interpolation to the merged quadrature points
+(:meth:`meshes.TranslationStructure.gather`), so the interpolation to the merged quadrature points
 (:class:`CellInterpolation`) and the stiffness and mass matrices (:class:`CellMatrix`) are one
 small dense matrix applied to the windows of all sub-cells at once (one BLAS product).
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import scipy.fft  # faster than numpy.fft on these grids (1.1-1.4x)
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PointLattice", "point_lattice", "dof_lattice", "RepresentativeSites",
            "representative_sites", "half_space_wavenumbers",
-           "SubCellWindows", "CellInterpolation", "cell_interpolation", "CellMatrix",
+           "CellInterpolation", "cell_interpolation", "CellMatrix",
            "LatticeSolver", "lattice_solver"]
 
 
@@ -355,73 +354,14 @@ def lattice_solver(A, dofs: PointLattice | None, check_rtol: float = 1e-11,
 
 
 @dataclass(frozen=True, eq=False)
-class SubCellWindows:
-    """The ``(p+1)³`` window of DOF-grid sites at each sub-cell's corner of a uniform
-    periodic mesh (``p`` the order; DOFs numbered in C order of the DOF grid,
-    :class:`meshes.TetMesh`): every element of a sub-cell has its DOFs there, so an operator
-    assembled from identical sub-cells is one small dense matrix applied to all windows.
-
-    Attributes
-    ----------
-    order : int
-    divisions : (3,) int
-    """
-
-    order: int
-    divisions: tuple
-
-    @property
-    def n_cells(self) -> int:
-        return int(np.prod(self.divisions))
-
-    @property
-    def n_dofs(self) -> int:
-        return self.n_cells * self.order**3
-
-    @cached_property
-    def _slices(self) -> list:
-        """The windows as strided slices of the DOF grid padded by its periodic images (one
-        more site per axis), in window-site order."""
-        p = self.order
-        return [tuple(slice(o, o + p * k, p) for o, k in zip((a, b, c), self.divisions))
-                for a in range(p + 1) for b in range(p + 1) for c in range(p + 1)]
-
-    def gather(self, u: np.ndarray) -> np.ndarray:
-        """``U`` (W, n_cells): the values of ``u`` (n_dofs,) at each sub-cell's window."""
-        grid = np.asarray(u, dtype=np.float64).reshape(
-            tuple(self.order * k for k in self.divisions))
-        padded = np.pad(grid, ((0, 1), (0, 1), (0, 1)), mode="wrap")  # the periodic images
-        U = np.empty((len(self._slices), *self.divisions))
-        for i, window in enumerate(self._slices):
-            U[i] = padded[window]
-        return U.reshape(len(self._slices), -1)
-
-    def scatter(self, Z: np.ndarray) -> np.ndarray:
-        """The transpose of :meth:`gather`: window values ``Z`` (W, n_cells) summed onto the
-        DOFs, (n_dofs,)."""
-        padded = np.zeros(tuple(self.order * k + 1 for k in self.divisions))
-        for i, window in enumerate(self._slices):
-            padded[window] += Z[i].reshape(self.divisions)
-        for axis in range(3):  # fold the far face onto its periodic image, the near one
-            far = [slice(None)] * 3
-            far[axis] = -1
-            near = list(far)
-            near[axis] = 0
-            padded[tuple(near)] += padded[tuple(far)]
-            keep = [slice(None)] * 3
-            keep[axis] = slice(0, -1)
-            padded = padded[tuple(keep)]
-        return padded.ravel()
-
-
-@dataclass(frozen=True, eq=False)
 class CellInterpolation:
     """DOF values -> values at the points of a :class:`PointLattice` of a uniform periodic
     mesh, as one small dense matrix per sub-cell (what the sparse rows of the merged
     quadrature hold, without them).
 
     Every point of sublattice ``s`` in sub-cell ``c`` lies in one of the sub-cell's own
-    elements, whose DOFs are in the sub-cell's window (:class:`SubCellWindows`), with the same
+    elements, whose DOFs are in the sub-cell's window
+    (:meth:`meshes.TranslationStructure.gather`), with the same
     basis values in every sub-cell: the values at all points are ``W (S, (p+1)³) @ U`` with
     ``U`` the windows of ``u``; one BLAS product and ``(p+1)³`` strided copies instead of a
     sparse product with ~10 entries per point (and no 200 MB matrix at 32 atoms). Apply as
@@ -431,11 +371,12 @@ class CellInterpolation:
     ----------
     weights : (S, (p+1)³) float
         Basis values of each window site at each sublattice's points.
-    windows : SubCellWindows
+    windows : meshes.TranslationStructure
+        The mesh's translation structure (its sub-cell windows).
     """
 
     weights: np.ndarray
-    windows: SubCellWindows
+    windows: object
 
     @property
     def shape(self) -> tuple:
@@ -471,21 +412,23 @@ class _TransposedCells:
 class CellMatrix:
     """A matrix of a uniform periodic mesh assembled from identical sub-cells (the stiffness
     and mass matrices), applied without storing it: ``A x = Σ_c P_cᵀ (A_c P_c x)`` with the
-    sub-cell matrix ``A_c`` (W, W) on the windows ``P_c`` (:class:`SubCellWindows`); one BLAS
+    sub-cell matrix ``A_c`` (W, W) on the windows ``P_c``
+    (:meth:`meshes.TranslationStructure.gather`); one BLAS
     product per application and no ~80 MB sparse matrix (32-atom fcc Al, P2).
 
     Attributes
     ----------
     local : (W, W) float
         The sub-cell matrix (:meth:`meshes.TranslationStructure.cell_matrix`).
-    windows : SubCellWindows
+    windows : meshes.TranslationStructure
+        The mesh's translation structure (its sub-cell windows).
     stencil : tuple
         The DOF-sublattice stencil ``(rows, cols, shifts, values)`` of the same element
         matrices (:meth:`meshes.TranslationStructure.stencil`), for :func:`lattice_solver`.
     """
 
     local: np.ndarray
-    windows: SubCellWindows
+    windows: object
     stencil: tuple
 
     @property
@@ -521,9 +464,8 @@ def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray
     if kinds.size != S:
         return None
     t, q = np.divmod(own[first], sites.kind.shape[1])  # one point of each sublattice
-    off = tr.offsets[t]  # (S, n_local, 3) window sites of the local DOFs (in [0, p])
-    column = (off[..., 0] * (p + 1) + off[..., 1]) * (p + 1) + off[..., 2]
+    column = tr.window_sites(tr.offsets[t])  # (S, n_local) window sites of the local DOFs
     weights = np.zeros((S, (p + 1) ** 3))
     np.add.at(weights, (np.repeat(np.arange(S), column.shape[1]), column.ravel()),
               ref_values[:, q].T.ravel())
-    return CellInterpolation(weights=weights, windows=SubCellWindows(p, tuple(tr.divisions)))
+    return CellInterpolation(weights=weights, windows=tr)

@@ -19,6 +19,7 @@ it (graded axes, open boundaries) gets ``None`` and the generic assembly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,6 +58,54 @@ class TranslationStructure:
     def n_types(self) -> int:
         return self.representatives.size
 
+    @property
+    def n_dofs(self) -> int:
+        return self.n_cells * self.order**3
+
+    # ------------------------------------------------------------------ sub-cell windows
+    # Every element's DOFs sit in the (order+1)³ window of DOF-grid sites at the corner of its
+    # sub-cell (offsets in [0, order]); the DOFs are the grid's sites in C order (TetMesh).
+    def window_sites(self, offsets: np.ndarray) -> np.ndarray:
+        """Window-site index of fine-grid ``offsets`` (..., 3) from a sub-cell's corner."""
+        p = self.order + 1
+        return (offsets[..., 0] * p + offsets[..., 1]) * p + offsets[..., 2]
+
+    @cached_property
+    def _window_slices(self) -> list:
+        """The windows as strided slices of the DOF grid padded by its periodic images (one
+        more site per axis), in window-site order."""
+        p = self.order
+        return [tuple(slice(o, o + p * k, p) for o, k in zip((a, b, c), self.divisions))
+                for a in range(p + 1) for b in range(p + 1) for c in range(p + 1)]
+
+    def gather(self, u: np.ndarray) -> np.ndarray:
+        """``U`` (W, n_cells): the values of ``u`` (n_dofs,) at every sub-cell's window
+        (W = (order+1)³ sites)."""
+        grid = np.asarray(u, dtype=np.float64).reshape(
+            tuple(self.order * k for k in self.divisions))
+        padded = np.pad(grid, ((0, 1), (0, 1), (0, 1)), mode="wrap")  # the periodic images
+        U = np.empty((len(self._window_slices), *self.divisions))
+        for i, window in enumerate(self._window_slices):
+            U[i] = padded[window]
+        return U.reshape(len(self._window_slices), -1)
+
+    def scatter(self, Z: np.ndarray) -> np.ndarray:
+        """The transpose of :meth:`gather`: window values ``Z`` (W, n_cells) summed onto the
+        DOFs, (n_dofs,)."""
+        padded = np.zeros(tuple(self.order * k + 1 for k in self.divisions))
+        for i, window in enumerate(self._window_slices):
+            padded[window] += Z[i].reshape(self.divisions)
+        for axis in range(3):  # fold the far face onto its periodic image, the near one
+            far = [slice(None)] * 3
+            far[axis] = -1
+            near = list(far)
+            near[axis] = 0
+            padded[tuple(near)] += padded[tuple(far)]
+            keep = [slice(None)] * 3
+            keep[axis] = slice(0, -1)
+            padded = padded[tuple(keep)]
+        return padded.ravel()
+
     def stencil(self, matrices: np.ndarray):
         """Stencil of the element matrices (T, n_local, n_local) of the types.
 
@@ -87,10 +136,8 @@ class TranslationStructure:
         (T, nl, nl): the sum of the types' matrices on the window of DOF-grid sites that
         starts at the sub-cell's corner (every element's DOFs are in its sub-cell's window).
         The periodic matrix is ``Σ_c P_cᵀ A_c P_c`` over the sub-cells' windows ``P_c``."""
-        p = self.order
-        w = (self.offsets[..., 0] * (p + 1) + self.offsets[..., 1]) * (p + 1) \
-            + self.offsets[..., 2]  # (T, nl) window site of each local DOF
-        local = np.zeros(((p + 1) ** 3,) * 2)
+        w = self.window_sites(self.offsets)  # (T, nl) window site of each local DOF
+        local = np.zeros(((self.order + 1) ** 3,) * 2)
         np.add.at(local, (w[:, :, None], w[:, None, :]), np.asarray(matrices))
         return local
 
