@@ -188,6 +188,32 @@ def test_fields_warmup_trains_fields_first(tmp_path, dataset):
     assert np.abs(eps - terms["field"].numpy()).max() < np.abs(terms["field"].numpy()).max()
 
 
+def test_torchrun_workers_exit_without_interpreter_teardown(monkeypatch, capsys):
+    """The console script ends a torchrun worker with os._exit after flushing (torch's gloo
+    teardown at interpreter exit can abort a finished run); a plain process exits normally."""
+    import cemt.cli as cli
+
+    exits = []
+
+    def fake_exit(status):
+        exits.append(status)
+        raise SystemExit(f"os._exit({status})")
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli.sys, "argv", ["cemt", "train", "--template"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match=r"os._exit\(0\)"):
+        cli.run()
+    assert exits == [0] and "training:" in capsys.readouterr().out
+    monkeypatch.setattr(cli.sys, "argv", ["cemt", "train"])  # no config: status 2
+    with pytest.raises(SystemExit, match=r"os._exit\(2\)"):
+        cli.run()
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(SystemExit) as plain:
+        cli.run()
+    assert plain.value.code == 2 and exits == [0, 2]
+
+
 def test_two_process_data_parallel_matches_one_process(tmp_path, dataset):
     import os
     import subprocess
