@@ -386,7 +386,7 @@ def _solve(system, kinetic_lambda, settings, disc, u0, progress) -> GroundState:
     t = time.perf_counter()
     functional = Functional(disc, float(kinetic_lambda), v_local,
                             constant=ew.energy + n_e * shift,
-                            poisson_rtol=settings.poisson_rtol)
+                            poisson_rtol=settings.hartree_rtol)
     if u0 is None or u0.shape != (disc.mesh.n_dofs,):
         if system.periodic:
             u0 = np.full(disc.mesh.n_dofs, np.sqrt(n_e / disc.volume))

@@ -103,6 +103,25 @@ def test_isolated_result_is_complete(dimer_result):
     assert np.abs(r.forces.sum(axis=0)).max() < 0.02
 
 
+def test_default_poisson_tolerance_keeps_energy_and_forces():
+    """By default the minimiser's Hartree solves stop at ``min(1e-5, tol_residual / 10)``:
+    the energy is variational in the potential, so it and the forces equal those of 1e-12
+    solves, with far fewer CG iterations. (A looser one stalls the line search of tightly
+    converged runs: ``test_calculator_on_isolated_structure`` fails with 1e-6 there.)"""
+    rtols = [fedft.resolve_settings(p).hartree_rtol for p in ("fast", "accurate", "tight")]
+    assert rtols == pytest.approx([1e-5, 1e-6, 1e-7], rel=1e-12)
+    assert fedft.resolve_settings("fast", poisson_rtol=1e-9).hartree_rtol == 1e-9
+    with pytest.raises(fedft.SettingsError, match="poisson_rtol"):
+        fedft.resolve_settings("fast", poisson_rtol=0.0)
+    kw = {**FIXED, "tol_energy": 1e-7, "tol_residual": 1e-4}  # the fast preset's
+    default, tight = (fedft.compute(_dimer(), _pseudos(), 1.0, **kw, **extra)
+                      for extra in ({}, {"poisson_rtol": 1e-12}))
+    assert default.energy == pytest.approx(tight.energy, abs=1e-8)  # eV
+    assert np.abs(default.forces - tight.forces).max() < 1e-4  # eV/Å
+    its = [sum(h["poisson_iterations"] for h in r.history) for r in (default, tight)]
+    assert its[0] < 0.5 * its[1]
+
+
 def test_isolated_forces_are_energy_derivatives(dimer_result):
     """Hellmann-Feynman forces of an open-boundary ground state equal −dE/dR by central
     differences on the same (fixed) mesh."""
