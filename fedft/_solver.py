@@ -157,6 +157,9 @@ def _line_search(functional, u, s, ev0, slope0, theta, max_eval: int = 10, c: fl
             width = t2 - t1
             theta = float(np.clip(new, t1 + 0.05 * width, t2 - 0.05 * width))
     if best is None:
-        raise ConvergenceError("the line search found no lower energy along the search "
-                               "direction; the structure or mesh may be unphysical")
+        raise ConvergenceError(
+            "the line search found no lower energy along the search direction: the energy "
+            "changes may be below what the Hartree solves resolve (tighten the setting "
+            "poisson_rtol, or loosen tol_energy and tol_residual), or the structure or mesh "
+            "is unphysical")
     return best[:5]

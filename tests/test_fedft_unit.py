@@ -350,6 +350,21 @@ def test_line_search_takes_the_preconditioned_step(al_conventional):
     assert len(evaluations) <= 10
 
 
+def test_line_search_without_a_decrease_names_the_causes():
+    """A search direction along which the energy only rises (as when inexact Hartree solves
+    hide the last energy changes) ends in a ConvergenceError that names the tolerances."""
+    from fedft._functional import Evaluation
+    from fedft._solver import _line_search
+
+    class Uphill:  # E = 1 + u₁: rises along s = e₁ from u = e₀, whatever the caller's slope
+        def evaluate(self, u, guess=None):
+            return Evaluation(1.0 + float(u[1]), np.array([0.0, 1.0]), np.zeros(2), 0)
+
+    u, s = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    with pytest.raises(fedft.ConvergenceError, match="poisson_rtol.*tol_residual"):
+        _line_search(Uphill(), u, s, Uphill().evaluate(u), slope0=-1.0, theta=0.1)
+
+
 def test_non_convergence_raises_with_history(al_conventional):
     with pytest.raises(fedft.ConvergenceError, match="did not converge") as info:
         fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, preset="fast", max_iter=2)
