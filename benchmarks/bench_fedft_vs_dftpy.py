@@ -38,6 +38,10 @@ including their imports); the nodal fields are computed when first used and thei
     three runs of ``--sizes 32 --grading none --spacings 0.5`` at a67a013 (the code of
     0730ad5): 1.90 / 0.40 s (4.7x), 1.56 / 0.41 s (3.8x), 1.70 / 0.42 s (4.0x)
 
+    eighth session, 1733355 (idle, load 1.0-1.1): 0.28 / 0.36 s (0.8x), 1.29 / 0.42 s
+    (3.1x), 5.38 / 0.64 s (8.4x), the same errors; N=32 stages assembly 0.23, ions 0.11,
+    setup 0.06, minimise 0.64, forces 0.14 (fields 3.50)
+
 Commit 8cf42fd (the code of d51ec2e; the later code commits build the same 16, 32 and 48
 sub-cells and the same solves)::
 
@@ -71,7 +75,9 @@ varies from run to run (the slow runs above have the larger assembly and setup s
        32  graded      0.50    31.60   63.3      2440      10719     0.30  +9.50e-05
     (3af0a17; N=32 stages: ions 6.92, forces 7.91 (real-space ion sums, at the merged
     quadrature points since 3af0a17), minimise 12.18, assembly 3.37, setup 1.11; at
-    8cf42fd 4.69 s (13.7x) and 40.81 s (92.6x))
+    8cf42fd 4.69 s (13.7x) and 40.81 s (92.6x); at 1733355, the graded grids' Hartree solves
+    stopping at ``Settings.hartree_rtol``: 2.62 / 0.36 s (7.4x) and 27.91 / 0.40 s (70.2x),
+    the same errors, N=32 stages ions 6.97, forces 7.86, minimise 8.38, assembly 3.44)
 
 What changed this session (commits 7b87b61 to d51ec2e; the sixth session's final main,
 6915281, took 3.26-4.37 s at 32 atoms, 7.9-11.0x, and 0.73 s at 4, 14.64 s at 108): on

@@ -129,6 +129,13 @@ and forces; Al55 fast 60.6 s (4117 MB), accurate 292.5 s (11031 MB), the same en
 and errors; ratio >= 168. At 26222be (open boxes without the full element interpolation matrix):
 Al13 45.7 s, peak 2909 MB (3357 MB before), the same energy and forces.
 
+Eighth session, 1733355 (the minimiser's Hartree solves stop at ``Settings.hartree_rtol``,
+``min(1e-5, tol_residual / 10)``, instead of 1e-9; the same commands, idle, DFTpy rows from
+the seventh session's caches): Al13 accurate 34.1 s (ions 2.1, setup 1.7, minimise 20.9,
+forces 1.9, assembly 7.5; fields 5.4 s apart), -2.528508399 Ha/atom, +6.02e-04, max |dF|
+4.32e-04 Ha/bohr, peak 2908 MB; Al55 fast 42.3 s (3528 MB), accurate 197.7 s (9430 MB),
+the same energies and errors; ratio >= 114.
+
 (the fifth session's table above: the same energies; in an earlier run of the sixth session, at
 commit d56ac92, the fast row took 74.1 s. Fifth session:
 the DFTpy cutoff and box scans were rerun the same hour; fedft's energies equal those of
