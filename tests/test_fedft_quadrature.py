@@ -37,6 +37,11 @@ def test_merged_points_integrate_continuous_fields_like_the_element_rule(name, m
     # every element point sits on its merged point (up to a lattice vector)
     d = (disc.xq - disc.xq[q.rep[q.group]]) @ np.linalg.inv(mesh.cell)
     assert np.abs(d - np.rint(d)).max() < 1e-12
+    # their positions, from the element points computed above or for the merged ones alone
+    fresh = Discretisation(mesh)
+    for positions in (disc.merged_positions, fresh.merged_positions):
+        np.testing.assert_allclose(positions, mesh.points_of(q.rep), rtol=0, atol=1e-12)
+    assert "xq" in disc.__dict__ and (lattice or "xq" in fresh.__dict__)
     rng = np.random.default_rng(1)
     u = rng.standard_normal(mesh.n_dofs)
     v = rng.standard_normal(mesh.n_dofs)
