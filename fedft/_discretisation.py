@@ -328,10 +328,10 @@ class Discretisation:
     @cached_property
     def merged_positions(self) -> np.ndarray:
         """(n_m, 3) positions (bohr) of the merged quadrature points: taken from the element
-        points when those were computed (meshes whose shared points are found by hashing
-        them; 0.2 s instead of 0.6-0.75 s for the 3.2M merged points of Al55, fast preset),
-        else computed for the merged points alone."""
-        if "xq" in self.__dict__:
+        points on meshes without sublattice sites (:attr:`merged` hashes all of them there;
+        0.2 s instead of 0.6-0.75 s for the 3.2M merged points of Al55, fast preset), else
+        computed for the merged points alone."""
+        if self.sites is None:
             return self.xq[self.merged.rep]
         return self.mesh.points_of(self.merged.rep)
 

@@ -96,8 +96,9 @@ class TensorPreconditioner:
     def __call__(self, b: np.ndarray) -> np.ndarray:
         V1, V2, V3 = self.vectors
         n1, n2, n3 = self.inverse.shape
-        x = np.asarray(b, dtype=np.float64)
-        x = x.copy() if self.order is None else x[self.order]
+        x = np.asarray(b, dtype=np.float64)  # the first product makes a new array
+        if self.order is not None:
+            x = x[self.order]
         # mode products as matrix products (the middle one batched over the first axis)
         x = (V1.T @ x.reshape(n1, n2 * n3)).reshape(n1, n2, n3)
         x = V2.T @ x
