@@ -33,7 +33,7 @@ class DiscretisationCache:
         key = (np.round(system.cell, 10).tobytes(), np.round(system.origin, 10).tobytes(),
                system.periodic, settings.order, settings.intorder, settings.spacing)
         if is_graded(system, settings):
-            key += (settings.grading_rate, settings.h_max,
+            key += (settings.grading_rate, settings.h_max, settings.grading_start,
                     np.round(system.positions, 10).tobytes())
         return key
 

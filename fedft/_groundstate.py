@@ -224,7 +224,8 @@ def build_mesh(system: System, settings: Settings) -> TetMesh:
     if is_graded(system, settings):
         mesh = graded_mesh(system.cell, system.positions, settings.spacing,
                            settings.grading_rate, max(settings.h_max, settings.spacing), pbc=pbc,
-                           origin=system.origin, order=settings.order,
+                           origin=system.origin, start=settings.grading_start,
+                           order=settings.order,
                            intorder=settings.intorder)
         near = settings.spacing
     elif system.periodic:  # solved by FFT (fedft._lattice): lengths with small factors

@@ -1,7 +1,8 @@
 """Atom-graded node coordinates and tensor-product tetrahedral meshes of a box.
 
-The a-priori size function is ``h(d) = min(h_max, h_min + rate · d)`` with ``d`` the distance
-to the nearest nucleus. Along each axis the nodes are placed so that the local spacing follows
+The a-priori size function is ``h(d) = min(h_max, h_min + rate · max(d − start, 0))`` with
+``d`` the distance to the nearest nucleus: ``h_min`` up to ``start`` (default 0) from it, then
+growing linearly to ``h_max``. Along each axis the nodes are placed so that the local spacing follows
 ``h`` of the distance to the nearest atom *along that axis* (its projection), by inverting the
 cumulative element count ``s(x) = ∫_0^x dt / h(t)``: with ``N = ceil(s(L))`` intervals the
 nodes are ``x_k = s⁻¹(k s(L) / N)`` and every spacing is at most ``h`` there. The box is then
@@ -29,16 +30,18 @@ __all__ = ["graded_axis", "graded_mesh"]
 _SAMPLES = 20001  # samples of s(x) per axis
 
 
-def _check_sizes(h_min: float, rate: float, h_max: float) -> None:
+def _check_sizes(h_min: float, rate: float, h_max: float, start: float) -> None:
     for name, v in (("h_min", h_min), ("rate", rate), ("h_max", h_max)):
         if not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and v > 0):
             raise MeshError(f"{name} must be a finite number > 0, got {v!r}")
+    if not (isinstance(start, (int, float, np.floating)) and math.isfinite(start) and start >= 0):
+        raise MeshError(f"start must be a finite distance >= 0, got {start!r}")
     if h_max < h_min:
         raise MeshError(f"h_max ({h_max}) must be at least h_min ({h_min})")
 
 
 def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
-                periodic: bool = False) -> np.ndarray:
+                periodic: bool = False, start: float = 0.0) -> np.ndarray:
     """Node coordinates along one axis, refined near ``centres``.
 
     Parameters
@@ -48,9 +51,13 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     centres : array_like, shape (n,)
         Coordinates of the atoms on this axis, in [0, L] (wrapped into [0, L) if periodic).
     h_min, rate, h_max : float
-        Size function ``h(d) = min(h_max, h_min + rate · d)``; ``rate`` is dimensionless.
+        Size function ``h(d) = min(h_max, h_min + rate · max(d − start, 0))``; ``rate`` is
+        dimensionless.
     periodic : bool
         Distances are periodic with period L.
+    start : float
+        Distance from the nearest centre (same unit as ``length``, >= 0) up to which the
+        spacing stays ``h_min``; the grading starts there.
 
     Returns
     -------
@@ -66,7 +73,8 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     MeshError
         Bad sizes, a non-positive length, or a centre outside [0, L] on an open axis.
     """
-    _check_sizes(h_min, rate, h_max)
+    _check_sizes(h_min, rate, h_max, start)
+    sizes = (h_min, rate, h_max, start)
     if not (math.isfinite(length) and length > 0):
         raise MeshError(f"the axis length must be > 0, got {length!r}")
     c = np.asarray(centres, dtype=np.float64).ravel()
@@ -79,7 +87,7 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
                         f"{c.min():.4g}..{c.max():.4g}, box 0..{length:.4g}); enlarge the box")
     if periodic or c.size == 0:
         x = np.linspace(0.0, length, _SAMPLES)
-        s = _cumulative(x, c, length, periodic, h_min, rate, h_max)
+        s = _cumulative(x, c, length, periodic, sizes)
         n = max(int(math.ceil(s[-1] - 1e-9)), 2 if periodic else 1)
         nodes = np.interp(np.linspace(0.0, s[-1], n + 1), s, x)
         nodes[0], nodes[-1] = 0.0, length
@@ -90,12 +98,12 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     step = h_min / 64.0
     j = np.arange(math.floor(-anchor / step) - 1, math.ceil((length - anchor) / step) + 2)
     x = anchor + j * step
-    s = _cumulative(x, c, length, False, h_min, rate, h_max)
+    s = _cumulative(x, c, length, False, sizes)
     s -= np.interp(anchor, x, s)
     s0, s1 = np.interp([0.0, length], x, s)
     inner = np.interp(np.arange(math.ceil(s0), math.floor(s1) + 1), s, x)
     inner = inner[(inner > 0.0) & (inner < length)]
-    h_ends = _size(np.array([0.0, length]), c, length, False, h_min, rate, h_max)
+    h_ends = _size(np.array([0.0, length]), c, length, False, sizes)
     if inner.size and inner[0] < 0.5 * h_ends[0]:  # no sliver at the faces
         inner = inner[1:]
     if inner.size and length - inner[-1] < 0.5 * h_ends[1]:
@@ -103,22 +111,26 @@ def graded_axis(length: float, centres, h_min: float, rate: float, h_max: float,
     return np.concatenate([[0.0], inner, [length]])
 
 
-def _size(x, c, length, periodic, h_min, rate, h_max) -> np.ndarray:
-    """The size function at coordinates ``x`` for atoms at ``c`` on the axis."""
+def _size(x, c, length, periodic, sizes) -> np.ndarray:
+    """The size function at coordinates ``x`` for atoms at ``c`` on the axis; ``sizes`` is
+    ``(h_min, rate, h_max, start)``."""
+    h_min, rate, h_max, start = sizes
+    if not c.size:
+        return np.full(x.size, h_max)
     d = np.abs(x[:, None] - c[None, :])
     if periodic:
         d = np.minimum(d, length - d)
-    return np.minimum(h_max, h_min + rate * d.min(axis=1)) if c.size else np.full(x.size, h_max)
+    return np.minimum(h_max, h_min + rate * np.maximum(d.min(axis=1) - start, 0.0))
 
 
-def _cumulative(x, c, length, periodic, h_min, rate, h_max) -> np.ndarray:
+def _cumulative(x, c, length, periodic, sizes) -> np.ndarray:
     """``s(x) = ∫ dt / h(t)`` from ``x[0]`` by the trapezoidal rule on the samples ``x``."""
-    inv = 1.0 / _size(x, c, length, periodic, h_min, rate, h_max)
+    inv = 1.0 / _size(x, c, length, periodic, sizes)
     return np.concatenate([[0.0], np.cumsum(0.5 * (inv[1:] + inv[:-1]) * np.diff(x))])
 
 
 def graded_mesh(cell, positions, h_min: float, rate: float, h_max: float,
-                pbc=(True, True, True), origin=None, *, order: int = 2,
+                pbc=(True, True, True), origin=None, *, start: float = 0.0, order: int = 2,
                 intorder: int | None = None, min_dihedral_deg: float = 5.0,
                 max_radius_ratio: float = 50.0):
     """A tetrahedral mesh of a cell or box graded towards the atoms.
@@ -142,6 +154,9 @@ def graded_mesh(cell, positions, h_min: float, rate: float, h_max: float,
         Periodic axes.
     origin : (3,) array, optional
         Cartesian position of the box corner (default 0).
+    start : float
+        Distance from the atoms (the cell's unit) up to which elements keep the size ``h_min``
+        (see :func:`graded_axis`).
     order, intorder : see :func:`meshes.periodic_mesh`.
     min_dihedral_deg, max_radius_ratio : float
         Quality limits (:func:`meshes.check_mesh_quality`).
@@ -167,7 +182,7 @@ def graded_mesh(cell, positions, h_min: float, rate: float, h_max: float,
     for k in range(3):
         try:
             x = graded_axis(float(lengths[k]), frac[:, k] * lengths[k], h_min, rate, h_max,
-                            periodic=pbc[k])
+                            periodic=pbc[k], start=start)
         except MeshError as exc:
             raise MeshError(f"lattice vector {k}: {exc}") from None
         axes.append(x / lengths[k])

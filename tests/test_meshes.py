@@ -270,6 +270,31 @@ def test_graded_axis_follows_the_size_function():
         graded_axis(10.0, [11.0], h_min, rate, h_max)
 
 
+def test_graded_axis_starts_grading_at_a_distance():
+    """With ``start`` the spacing stays h_min up to ``start`` from every atom and then follows
+    h_min + rate·(d − start); a larger start only adds nodes, and a start beyond the box gives
+    a uniform axis."""
+    from meshes import MeshError, graded_axis
+
+    h_min, rate, h_max, start = 0.2, 0.3, 1.5, 2.0
+    atoms = [4.0, 5.0]
+    x = graded_axis(12.0, atoms, h_min, rate, h_max, start=start)
+    d = np.abs(x[:, None] - np.asarray(atoms)[None, :]).min(axis=1)
+    h = np.minimum(h_max, h_min + rate * np.maximum(d - start, 0.0))
+    dx = np.diff(x)
+    assert np.all(dx[1:-1] <= np.maximum(h[1:-2], h[2:-1]) * (1 + 1e-3))
+    plateau = (d[:-1] < start) & (d[1:] < start)
+    assert plateau.sum() >= 2 * start / h_min and np.all(dx[plateau] <= h_min * (1 + 1e-3))
+    assert dx.max() > 1.0  # still graded far away
+    counts = [graded_axis(12.0, atoms, h_min, rate, h_max, start=s).size for s in (0, 1, 2, 3)]
+    assert counts == sorted(counts) and counts[0] < counts[-1] and x.size == counts[2]
+    flat = np.diff(graded_axis(12.0, atoms, h_min, rate, h_max, start=20.0))
+    assert np.all(flat[1:-1] <= h_min * (1 + 1e-3)) and flat[1:-1].min() > 0.99 * h_min
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(MeshError, match="start"):
+            graded_axis(12.0, atoms, h_min, rate, h_max, start=bad)
+
+
 def test_graded_mesh_is_valid_and_needs_far_fewer_nodes():
     """A box around a dimer: conforming tetrahedra that fill the box exactly, quality checked,
     many times fewer vertices than a uniform mesh at h_min, and needle-like grading
