@@ -24,7 +24,8 @@ Usage::
 
     python benchmarks/bench_isolated_vs_dftpy.py al13|dimer [--presets accurate tight]
         [--fedft-extra accurate:spacing=0.35,grading_rate=0.15] [--cache runs.json]
-    python benchmarks/bench_isolated_vs_dftpy.py cluster55 [--presets55 fast accurate]
+    python benchmarks/bench_isolated_vs_dftpy.py cluster55 [--presets55 fast accurate
+        accurate:grading_start=2]
 
 ``--cache`` keeps every measurement in a JSON file so a long benchmark can be resumed.
 Each child's address space is capped at 90 % of the memory available when it starts (and
@@ -321,6 +322,11 @@ def _parse_extra(items):
     return out
 
 
+def _tag(preset: str, overrides: dict) -> str:
+    return preset + "".join(f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}"
+                            for k, v in overrides.items())
+
+
 #: ``cluster`` argument of each system compared at fixed settings
 SHELLS = {"dimer": 0, "al13": 2}
 
@@ -335,8 +341,7 @@ def against_dftpy(args, run: Runner, shells: int):
     rows = [(p, {}) for p in args.presets] + _parse_extra(args.fedft_extra)
     for preset, overrides in rows:
         m = run(kind="fedft", shells=shells, preset=preset, overrides=overrides)
-        tag = preset + "".join(f" {k}={v:g}" for k, v in overrides.items())
-        print(_fmt_run(tag, m, ref), flush=True)
+        print(_fmt_run(_tag(preset, overrides), m, ref), flush=True)
         if "stages" in m:
             print("      stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in m["stages"].items()))
 
@@ -370,11 +375,12 @@ def cluster55(args, run: Runner):
     best = (box, m)
     print(f"fedft coarsest preset within {target:g} Ha/atom:", flush=True)
     fbest = None
-    for preset in args.presets55:
-        m = run(kind="fedft", shells=3, preset=preset, overrides={})
-        print(_fmt_run(preset, m, ref), flush=True)
+    for preset, overrides in _parse_extra(args.presets55):
+        m = run(kind="fedft", shells=3, preset=preset, overrides=overrides)
+        tag = _tag(preset, overrides)
+        print(_fmt_run(tag, m, ref), flush=True)
         if "failed" not in m:
-            fbest = (preset, m)
+            fbest = (tag, m)
             if abs(m["energy"] - ref["energy"]) < target:
                 break
     print(f"\nAl{n}, time to {target:g} Ha/atom (fresh child processes, one after the other)")
@@ -414,7 +420,9 @@ def main(argv=None):
                         default=[150, 200, 250, 300, 350, 400])
     parser.add_argument("--coarse-boxes", type=float, nargs="+",
                         default=[28, 30, 32, 34, 36, 40, 44])
-    parser.add_argument("--presets55", nargs="+", default=["fast", "accurate"])
+    parser.add_argument("--presets55", nargs="+", default=["fast", "accurate"],
+                        help="fedft runs of cluster55, coarsest first: PRESET or "
+                             "PRESET:NAME=VALUE,... as --fedft-extra")
     parser.add_argument("--target", type=float, default=1e-4, help="cluster55: Ha/atom")
     parser.add_argument("--cache", help="JSON file keeping the measurements (resume)")
     parser.add_argument("--mem-limit-gb", type=float, default=None,
