@@ -150,7 +150,8 @@ PRESETS = {
     # structures): within 2e-4 Ha/atom and Ha/bohr of converged DFTpy for neutral Al clusters
     # (Al2 at this preset +1.2e-4 Ha/atom, 2.9e-5 Ha/bohr, 618k DOFs; Al13 at the coarser
     # spacing 0.35 and the same rate +1.5e-4, 8.9e-5, 1.16M DOFs; the accurate preset's 0.3 is
-    # +6.0e-4 for Al13: benchmarks/bench_isolated_vs_dftpy.py, tests/test_fedft_isolated_dftpy.py)
+    # +6.0e-4 for Al13: benchmarks/bench_isolated_vs_dftpy.py, tests/test_fedft_isolated_dftpy.py;
+    # accurate with grading_start=2: Al13 +1.7e-4 Ha/atom, 9.3e-5 Ha/bohr at 951k DOFs)
     "tight": Settings(spacing=0.3, tol_energy=1e-11, tol_residual=1e-6, vacuum=24.0,
                       h_max=2.0, grading_rate=0.15),
 }
