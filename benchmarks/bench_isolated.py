@@ -56,6 +56,27 @@ Both anions are bound (μ(−1) < 0). The vacuum: ``charged --no-half --al13-vac
 --na9-vacua 26`` gives Na9 E(0), E(−1) = −56.329433, −57.737068 eV at 26 bohr (357,911 DOFs):
 EA 1.4076 eV against 1.4080 at 20, μ(−1) −0.1940 against −0.1957 eV.
 
+``grading --fresh`` after the compensation Gaussians' self-energy became exact (ninth session,
+2516028, load 1.9-2.2 beside another benchmark; reference −2.53177107 Ha/atom, check mesh
++4.6e-5 from it)::
+
+    mesh       h_min(bohr)  DOFs      E/atom (Ha)     error (Ha/atom)  wall s
+    graded        0.863     42875     -2.52999293      +1.78e-03        2
+    graded        0.755     59319     -2.53059400      +1.18e-03        3
+    graded        0.648     91125     -2.53103515      +7.36e-04        5
+    graded*       0.486    132651     -2.53142384      +3.47e-04       10   (accurate preset)
+    uniform       0.964     91125     -2.53023492      +1.54e-03        5
+    uniform       0.884    117649     -2.53067550      +1.10e-03        7
+    uniform       0.785    166375     -2.53108540      +6.86e-04       11
+    uniform       0.684    250047     -2.53138525      +3.86e-04       19
+    uniform       0.589    389017     -2.53157690      +1.94e-04       34
+
+    uniform mesh of the accurate preset's error: 2.68e5 DOFs: ratio 2.0 in this 6-bohr box;
+    in the preset's box (vacuum 20 bohr): graded* 357,911 DOFs, uniform at the matching
+    h = 0.669 bohr 3,307,949 DOFs (counted): ratio 9.2
+
+Both families' errors fell (the graded ones by ~half), the ratio barely moved. Before it:
+
 ``grading`` (Al13 in a box 6 bohr larger than the atoms, the same box for every mesh; errors
 against the graded reference h_min 0.3 bohr, rate 0.15, h_max 1.5 (614,125 DOFs,
 E = −2.53148716 Ha/atom; the check mesh 0.25/0.3/1.5 is +8.2e-5 from it); equal errors are
@@ -83,7 +104,19 @@ At equal accuracy the graded mesh needs 9.6x fewer DOFs than a uniform one in th
 the accurate preset uses (the issue's target: >= 5x); in a box barely larger than the
 cluster, where there is little vacuum to save, 2.1x.
 
-``domain`` (accurate preset; E(24) = −2.52875470 Ha/atom)::
+``domain`` after the compensation Gaussians' self-energy became exact (ninth session, commit
+2516028; ``domain --fresh``, load 1.3-2.0 beside another benchmark)::
+
+    vacuum (bohr)      8          10         12         14         16         20         24
+    DOFs             166375     205379     226981     250047     300763     357911     456533
+    E − E(24)       -2.39e-04  -2.22e-05  -3.76e-07  -1.37e-07  -1.53e-08  -2.04e-10     0
+
+E(24) = −2.52906712 Ha/atom (−3.1e-4 from the mesh self-energy's error removed); converged to
+1e-5 Ha/atom from 12 bohr on, as before. μ(0) is unchanged (−4.8682 eV), and so are the
+``charged`` table's energy differences and μ (the correction depends on the ions and the
+mesh only, the same for every charge); its absolute energies E(Q) are from before it.
+
+``domain`` before it (accurate preset; E(24) = −2.52875470 Ha/atom)::
 
     vacuum (bohr)      8          10         12         14         16         20         24
     DOFs             166375     205379     226981     250047     300763     357911     456533

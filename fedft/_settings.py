@@ -58,9 +58,10 @@ class Settings:
         Distance (bohr) from the nearest nucleus (projected on each axis) up to which graded
         meshes keep the element size ``spacing``; 0 (default) grades from the nuclei. For
         local pseudopotentials the density is smooth at the nuclei, and the error of a graded
-        mesh comes from the bond and surface regions a few bohr away (Al dimer at the
-        accurate preset: +9.9e-4 Ha/atom against converged DFTpy with 0, +1.5e-4 with 2 bohr,
-        at 2.6x the DOFs; ``benchmarks/bench_isolated_vs_dftpy.py``).
+        mesh comes from the bond and surface regions a few bohr away (accurate preset against
+        converged DFTpy, ``benchmarks/bench_isolated_vs_dftpy.py``: Al dimer +6.5e-4 Ha/atom
+        with 0, +1.2e-4 with 2 bohr at 2.6x the DOFs; Al13 +3.3e-4 and 1.1e-4 Ha/bohr with 0,
+        +9.4e-5 and 1.4e-5 Ha/bohr with 2 bohr at 2.4x the DOFs).
     h_max : float
         Largest element edge of a graded mesh (bohr).
     vacuum : float
@@ -151,7 +152,8 @@ PRESETS = {
     # (Al2 at this preset +1.2e-4 Ha/atom, 2.9e-5 Ha/bohr, 618k DOFs; Al13 at the coarser
     # spacing 0.35 and the same rate +1.5e-4, 8.9e-5, 1.16M DOFs; the accurate preset's 0.3 is
     # +6.0e-4 for Al13: benchmarks/bench_isolated_vs_dftpy.py, tests/test_fedft_isolated_dftpy.py;
-    # accurate with grading_start=2: Al13 +1.7e-4 Ha/atom, 9.3e-5 Ha/bohr at 951k DOFs)
+    # these before the Gaussians' exact self-energy (2516028), after it: Al13 accurate +3.3e-4,
+    # 1.1e-4 Ha/bohr, with grading_start=2 +9.4e-5, 1.4e-5 at 951k DOFs)
     "tight": Settings(spacing=0.3, tol_energy=1e-11, tol_residual=1e-6, vacuum=24.0,
                       h_max=2.0, grading_rate=0.15),
 }
