@@ -152,6 +152,24 @@ In Al55 the interior spacing, not the surface, sets the error: ~3x a bulk crysta
 same spacing (Al13 and the dimer at 0.45 bohr with grading_start: +1.5-1.7e-4; fcc Al at 0.5:
 +8.3e-5), so 1e-4 needs ~0.4 bohr through the whole cluster, > 3M DOFs here.
 
+Ninth session, 2516028: open systems take the compensation Gaussians' own energy exact
+(``fedft._groundstate._with_compensation_self_energy``), removing a positive, ion-only
+discretisation error of the mesh (2.7e-4 Ha/atom for Al13 at the accurate preset, 2.4e-3 for
+Al55 at fast). ``al13 --presets accurate fast --fedft-extra accurate:grading_start=2 --boxes
+36 40`` (DFTpy rows from the cache): accurate 389,017 DOFs +3.33e-04 Ha/atom, max |dF|
+1.14e-04 Ha/bohr, 38.8 s; fast 160,325 DOFs +1.11e-03, 2.81e-04, 8.7 s; accurate with
+grading_start 2 950,697 DOFs +9.43e-05, 1.42e-05, 121.6 s, 6869 MB. ``cluster55 --presets55
+fast accurate accurate:spacing=0.55,grading_start=2`` (the DFTpy rows above from the cache):
+fast +9.05e-04, 3.05e-04 Ha/bohr, 47.9 s; accurate +2.45e-04, 1.09e-04, 204.9 s, 9416 MB;
+spacing 0.55 with grading_start 2 1,713,481 DOFs +1.94e-04, 2.02e-05, 321.2 s, 12511 MB.
+Then, at 6087220, ``cluster55 --presets55 accurate:grading_start=2 --mem-limit-gb 21``
+(idle, load 1.0-1.2), the first fedft run within the target::
+
+    code   setting                points/DOFs   time s  peak MB  err Ha/atom  load
+    DFTpy  150 eV, box 36               64000      1.7      207    -5.42e-05   1.0
+    fedft  accurate grading_start=2     2724261    717.3    19793    +9.03e-05   1.1
+    ratio fedft/DFTpy: 413.0            (max |dF| 1.08e-05 Ha/bohr)
+
 (the fifth session's table above: the same energies; in an earlier run of the sixth session, at
 commit d56ac92, the fast row took 74.1 s. Fifth session:
 the DFTpy cutoff and box scans were rerun the same hour; fedft's energies equal those of
