@@ -181,7 +181,8 @@ beyond this machine. The target "fedft faster than DFTpy at 1e-4 Ha/atom for Al5
 met: DFTpy needs 64,000 plane-wave grid points and 4 s; the tensor-product graded mesh keeps
 slabs of fine elements through the whole box (every atom's coordinate refines its plane on
 each axis), so at equal accuracy fedft needs at least ~56 DOFs per DFTpy grid point here
-(3.6M against 64,000), each costlier.
+(3.6M against 64,000), each costlier. (Measured in the ninth session, with the exact Gaussian self-energy: 2.72M
+DOFs reach 1e-4, ~43 per DFTpy grid point, and take 717 s against DFTpy's 1.7 s.)
 """
 
 from __future__ import annotations
