@@ -79,6 +79,17 @@ varies from run to run (the slow runs above have the larger assembly and setup s
     stopping at ``Settings.hartree_rtol``: 2.62 / 0.36 s (7.4x) and 27.91 / 0.40 s (70.2x),
     the same errors, N=32 stages ions 6.97, forces 7.86, minimise 8.38, assembly 3.44)
 
+Ninth session (commit after 19cc5ae: the compensation Gaussians' own energy exact for erf
+ions on the mesh path, ``fedft._groundstate._with_compensation_self_energy``)::
+
+    python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.4 0.3
+
+    atoms  mesh     DFTpy s  fedft s  ratio  fedft MB  DOFs/atom  spacing  fedft err
+        4  graded      0.35     2.57    7.3       435       9826     0.40  +8.71e-05
+       32  graded      0.38    22.16   58.3      2057       8984     0.40  +9.77e-05
+    (graded spacing 0.4 is now within the target: +1.04e-4 before at 4 atoms; N=32 stages
+    ions 5.37, forces 6.42, minimise 6.22, assembly 2.86, setup 1.19)
+
 What changed this session (commits 7b87b61 to d51ec2e; the sixth session's final main,
 6915281, took 3.26-4.37 s at 32 atoms, 7.9-11.0x, and 0.73 s at 4, 14.64 s at 108): on
 uniform periodic meshes the stiffness and mass matrices and the interpolation to the merged

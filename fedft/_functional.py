@@ -11,8 +11,9 @@
 * ``E_shift = N_e Σ_I π Z_I s_I² / Ω`` restores the G = 0 part of the pseudopotential that the
   zero-mean ``V_lr`` drops, so the total is in the point-ion (Ewald) convention of plane-wave
   codes: ``E_Ewald`` is the point-ion Ewald energy with a neutralising background. Isolated
-  systems need no shift, and ``E_Ewald`` is the plain Coulomb sum of the ions plus, when the
-  Gaussians' potential comes from the mesh, the correction of their own energy on it
+  systems need no shift, and ``E_Ewald`` is the plain Coulomb sum of the ions. When the
+  Gaussians' potential comes from the mesh and the ions are erf ions, ``E_Ewald`` also holds
+  the correction of the Gaussians' own energy on it
   (``fedft._groundstate._with_compensation_self_energy``).
 """
 

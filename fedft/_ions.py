@@ -118,16 +118,6 @@ class IonFields:
                 self.v_short += np.bincount(qi, weights=vals[:, 1], minlength=nq)
         return self
 
-    def gauss_integrals(self, values: np.ndarray) -> np.ndarray:
-        """``Σ_q w_q g_I(x_q) v(x_q)`` of each atom's Gaussian against ``values`` (n_points,)
-        at the points, shape (n_atoms,)."""
-        natoms = self.species.size
-        wv = self.weights * values
-        out = np.zeros(natoms)
-        for qi, atom, vals, _ in self._pairs():
-            out += np.bincount(atom, weights=vals[:, 0] * wv[qi], minlength=natoms)
-        return out
-
     def nodal_v_short(self, mesh) -> np.ndarray:
         """``Σ_I V_sr,I`` (Ha) at the DOFs of ``mesh``, from the same atom images."""
         at_dofs = IonFields(points=mesh.dof_positions, weights=np.ones(mesh.n_dofs),

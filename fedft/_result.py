@@ -37,9 +37,11 @@ class Result:
         The structure (positions wrapped into the cell).
     energy : float
         Total energy (eV), point-ion (Ewald) convention; for an isolated structure the energy
-        in vacuum (ions by the plain Coulomb sum, in the ``ewald`` component, which there
-        also holds the correction of the compensation Gaussians' own energy on the mesh:
-        ``½ ℓ_gᵀ G_h ℓ_g − ½ gGg``, an ion-only term; :mod:`fedft._functional`).
+        in vacuum (ions by the plain Coulomb sum, in the ``ewald`` component). Where the mesh
+        solves for the compensation Gaussians' potential (open boxes, graded cells) and every
+        species is an erf ion, ``ewald`` also holds the correction of the Gaussians' own
+        energy on the mesh, ``½ ℓ_gᵀ G_h ℓ_g − ½ gGg``, an ion-only term
+        (:mod:`fedft._functional`).
     components : dict of str -> float
         ``tf``, ``vw``, ``xc``, ``hartree``, ``electron_ion``, ``ewald`` (summing to
         ``energy``) and the sums ``kinetic`` and ``electrostatic`` (eV).

@@ -98,6 +98,43 @@ def test_gaussian_coulomb_energy_is_the_open_mesh_limit():
     assert np.abs(exact.forces.sum(axis=0)).max() < 1e-13
 
 
+def test_gaussian_ewald_energy_is_the_periodic_mesh_limit():
+    """``gaussian_ewald``: the zero-mean periodic energy of Gaussian charges is what the
+    periodic mesh energy ``½ℓᵀG_hℓ`` tends to from below under refinement; per-atom shares
+    sum to it and the forces are its derivatives."""
+    from fedft._discretisation import Discretisation
+    from fedft._ewald import gaussian_ewald
+    from meshes import periodic_mesh
+
+    cell = np.diag([11.0, 12.0, 13.0])
+    centres = np.array([[2.0, 3.0, 4.0], [7.5, 8.0, 6.0]])
+    q, s = np.array([2.0, 1.0]), np.array([1.5, 2.0])
+    exact = gaussian_ewald(centres, q, s, cell)
+    shifts = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    gaps = []
+    for n in (10, 20):
+        disc = Discretisation(periodic_mesh(cell, (n, n, n), order=2))
+        x = disc.merged_positions
+        dens = sum(qi * np.exp(-np.sum((x - c - L) ** 2, axis=1) / si**2)
+                   / (np.pi * si**2) ** 1.5 for qi, c, si in zip(q, centres, s)
+                   for L in shifts @ cell)
+        load = disc.merged.load(dens)
+        v, _ = disc.poisson(load, rtol=1e-12)
+        gaps.append(exact.energy - 0.5 * load @ v)
+    # measured 2.4e-3 and 1.8e-4 Ha: the h⁴ rate of P2 towards the exact value
+    assert 0.0 < gaps[1] < 0.1 * gaps[0] and gaps[1] < 5e-4 * abs(exact.energy)
+    assert exact.per_atom.sum() == pytest.approx(exact.energy, rel=1e-14)
+    step = 1e-5
+    for k in range(3):
+        moved = [centres.copy(), centres.copy()]
+        moved[0][1, k] += step
+        moved[1][1, k] -= step
+        fd = -(gaussian_ewald(moved[0], q, s, cell).energy
+               - gaussian_ewald(moved[1], q, s, cell).energy) / (2 * step)
+        assert exact.forces[1, k] == pytest.approx(fd, abs=1e-8)
+    assert np.abs(exact.forces.sum(axis=0)).max() < 1e-12
+
+
 def test_open_functional_gradient_is_the_energy_derivative():
     """The open-boundary Hartree energy, the symmetric form ½ℓᵀMℓ, is differentiated exactly:
     directional finite differences equal gradient·direction."""
