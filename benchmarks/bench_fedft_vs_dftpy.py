@@ -79,7 +79,7 @@ varies from run to run (the slow runs above have the larger assembly and setup s
     stopping at ``Settings.hartree_rtol``: 2.62 / 0.36 s (7.4x) and 27.91 / 0.40 s (70.2x),
     the same errors, N=32 stages ions 6.97, forces 7.86, minimise 8.38, assembly 3.44)
 
-Ninth session (commit after 19cc5ae: the compensation Gaussians' own energy exact for erf
+Ninth session (f6bbcdf: the compensation Gaussians' own energy exact for erf
 ions on the mesh path, ``fedft._groundstate._with_compensation_self_energy``)::
 
     python benchmarks/bench_fedft_vs_dftpy.py --sizes 4 32 --grading all --graded-spacings 0.4 0.3
