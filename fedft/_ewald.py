@@ -36,6 +36,16 @@ def _lattice_shifts(cell: np.ndarray, radius: float) -> np.ndarray:
     return np.stack(np.meshgrid(*grids, indexing="ij"), -1).reshape(-1, 3)
 
 
+def _reciprocal_vectors(cell: np.ndarray, gcut: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal lattice vectors G ≠ 0 with |G| < ``gcut`` (bohr⁻¹) and their squares."""
+    B = 2 * np.pi * np.linalg.inv(cell).T
+    m = _lattice_shifts(B, gcut)
+    G = m[np.any(m != 0, axis=1)] @ B
+    G2 = np.einsum("ij,ij->i", G, G)
+    keep = G2 < gcut**2
+    return G[keep], G2[keep]
+
+
 def ewald(positions: np.ndarray, charges: np.ndarray, cell: np.ndarray,
           eta: float | None = None) -> EwaldResult:
     """Point-charge Ewald sum.
@@ -77,13 +87,7 @@ def ewald(positions: np.ndarray, charges: np.ndarray, cell: np.ndarray,
         f_real += np.einsum("lij,lijk->ik", dpair, d)
 
     # reciprocal space
-    B = 2 * np.pi * np.linalg.inv(cell).T
-    m = _lattice_shifts(B, gcut)
-    m = m[np.any(m != 0, axis=1)]
-    G = m @ B
-    G2 = np.einsum("ij,ij->i", G, G)
-    keep = G2 < gcut**2
-    G, G2 = G[keep], G2[keep]
+    G, G2 = _reciprocal_vectors(cell, gcut)
     coef = (2 * np.pi / volume) * np.exp(-G2 / (4 * eta**2)) / G2
     phase = np.exp(1j * (pos @ G.T))  # (n, nG)
     S = phase.T @ Z  # (nG,)
@@ -165,14 +169,8 @@ def gaussian_ewald(positions: np.ndarray, charges: np.ndarray, widths: np.ndarra
     Z = np.asarray(charges, float)
     s = np.asarray(widths, float)
     volume = abs(np.linalg.det(cell))
-    gcut = 2.0 * _DIGITS / s.min()  # exp(−G²(s_I² + s_J²)/4) < exp(−2·5.3²) ~ 4e-25
-    B = 2 * np.pi * np.linalg.inv(cell).T
-    m = _lattice_shifts(B, gcut)
-    m = m[np.any(m != 0, axis=1)]
-    G = m @ B
-    G2 = np.einsum("ij,ij->i", G, G)
-    keep = G2 < gcut**2
-    G, G2 = G[keep], G2[keep]
+    # exp(−G²(s_I² + s_J²)/4) < exp(−2·5.3²) ~ 4e-25 beyond the cutoff
+    G, G2 = _reciprocal_vectors(cell, 2.0 * _DIGITS / s.min())
     per_atom = np.zeros(Z.size)
     forces = np.zeros((Z.size, 3))
     for sel in np.array_split(np.arange(G2.size), max(1, G2.size * Z.size // 2_000_000)):
