@@ -167,6 +167,23 @@ def test_energy_and_forces_do_not_depend_on_the_compensation_width():
     assert abs(mesh[0] - mesh[1]) > 1e-6 * abs(mesh[0])  # the mesh solve's error does
 
 
+def test_mesh_path_forces_are_energy_derivatives():
+    """The real-space path (ions from a mesh solve, with the compensation Gaussians' exact
+    self-energy for erf ions): forces equal −dE/dR by central differences."""
+    atoms = bulk("Al", "fcc", a=4.05, cubic=True)
+    atoms.rattle(0.05, seed=7)
+    kw = dict(preset="fast", reciprocal_ions=False, tol_energy=1e-11, tol_residual=1e-7)
+    r0 = fedft.compute(atoms, {"Al": ERF_AL}, 1.0, **kw)
+    h = 1e-3  # Å
+    e = []
+    for sign in (1, -1):
+        a = atoms.copy()
+        a.positions[1, 1] += sign * h
+        e.append(fedft.compute(a, {"Al": ERF_AL}, 1.0, initial_guess=r0, **kw).energy)
+    fd = -(e[0] - e[1]) / (2 * h)
+    assert abs(fd - r0.forces[1, 1]) < 2e-5 * max(1.0, abs(fd)), (fd, r0.forces[1, 1])
+
+
 def test_reciprocal_ions_setting_must_be_a_bool():
     with pytest.raises(fedft.SettingsError, match="reciprocal_ions must be True or False"):
         fedft.compute(bulk("Al", "fcc", a=4.05), {"Al": ERF_AL}, 1.0, reciprocal_ions="yes")
