@@ -100,6 +100,17 @@ def ewald(positions: np.ndarray, charges: np.ndarray, cell: np.ndarray,
     return EwaldResult(energy=float(per_atom.sum()), per_atom=per_atom, forces=f_real + f_rec)
 
 
+def _pairs(positions: np.ndarray, Z: np.ndarray):
+    """Isolated atom pairs: ``d`` (n, n, 3) = R_i − R_j, distances ``rr`` (n, n) with 1 on the
+    diagonal, and charge products ``zz`` (n, n) with 0 there (no self pair)."""
+    pos = np.asarray(positions, float)
+    d = pos[:, None, :] - pos[None, :, :]
+    off = ~np.eye(Z.size, dtype=bool)
+    rr = np.where(off, np.linalg.norm(d, axis=-1), 1.0)
+    zz = np.where(off, Z[:, None] * Z[None, :], 0.0)
+    return d, rr, zz
+
+
 def coulomb(positions: np.ndarray, charges: np.ndarray) -> EwaldResult:
     """Ion-ion energy ``Σ_{I<J} Z_I Z_J / R_IJ`` of isolated point ions (no images, no
     background), its per-atom halves and the forces.
@@ -109,13 +120,9 @@ def coulomb(positions: np.ndarray, charges: np.ndarray) -> EwaldResult:
     positions : (n, 3) bohr
     charges : (n,) e
     """
-    pos = np.asarray(positions, float)
     Z = np.asarray(charges, float)
-    d = pos[:, None, :] - pos[None, :, :]
-    r = np.linalg.norm(d, axis=-1)
-    off = ~np.eye(Z.size, dtype=bool)
-    rr = np.where(off, r, 1.0)
-    pair = np.where(off, Z[:, None] * Z[None, :] / rr, 0.0)
+    d, rr, zz = _pairs(positions, Z)
+    pair = zz / rr
     per_atom = 0.5 * pair.sum(axis=1)
     forces = np.einsum("ij,ijk->ik", pair / rr**2, d)
     return EwaldResult(energy=float(per_atom.sum()), per_atom=per_atom, forces=forces)
@@ -133,15 +140,10 @@ def gaussian_coulomb(positions: np.ndarray, charges: np.ndarray,
     positions : (n, 3) bohr
     charges, widths : (n,) e and bohr
     """
-    pos = np.asarray(positions, float)
     Z = np.asarray(charges, float)
     s = np.asarray(widths, float)
-    d = pos[:, None, :] - pos[None, :, :]
-    r = np.linalg.norm(d, axis=-1)
-    off = ~np.eye(Z.size, dtype=bool)
-    rr = np.where(off, r, 1.0)
+    d, rr, zz = _pairs(positions, Z)
     width = np.sqrt(s[:, None] ** 2 + s[None, :] ** 2)
-    zz = np.where(off, Z[:, None] * Z[None, :], 0.0)
     x = rr / width
     pair = zz * erf(x) / rr
     per_atom = 0.5 * pair.sum(axis=1) + Z**2 / (np.sqrt(2.0 * np.pi) * s)
