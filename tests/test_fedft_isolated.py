@@ -194,6 +194,28 @@ def test_default_poisson_tolerance_keeps_energy_and_forces():
     assert its[0] < 0.5 * its[1]
 
 
+def test_line_search_starts_hartree_solves_on_the_line_of_the_last_two(monkeypatch):
+    """The line search starts each Hartree solve from the line through the potentials of its
+    last two points (``fedft._solver._hartree_guess``; exact where ``V(θ)`` is linear): the
+    same ground state with fewer CG iterations than starting from the last potential (Al13,
+    accurate preset's sizes graded from the nuclei: 592 instead of 778)."""
+    from fedft import _solver
+
+    a, b = np.array([1.0, -2.0]), np.array([2.0, 0.5])
+    exact = _solver._hartree_guess([(0.1, a + 0.1 * b), (0.3, a + 0.3 * b)], 0.45)
+    assert np.allclose(exact, a + 0.45 * b, rtol=0, atol=1e-14)
+    assert _solver._hartree_guess([(0.0, a)], 0.2) is a
+    kw = {**FIXED, "tol_energy": 1e-7, "tol_residual": 1e-4}
+    runs = [fedft.compute(_dimer(), _pseudos(), 1.0, **kw)]
+    monkeypatch.setattr(_solver, "_hartree_guess", lambda known, theta: known[-1][1])
+    runs.append(fedft.compute(_dimer(), _pseudos(), 1.0, **kw))
+    its = [sum(h["poisson_iterations"] for h in r.history) for r in runs]
+    assert runs[0].energy == pytest.approx(runs[1].energy, abs=1e-8)  # eV
+    assert np.abs(runs[0].forces - runs[1].forces).max() < 1e-4  # eV/Å (minimiser tolerance)
+    print("Poisson CG iterations, line through the last two / last potential:", its)
+    assert its[0] < 0.9 * its[1], its
+
+
 def test_isolated_forces_are_energy_derivatives(dimer_result):
     """Hellmann-Feynman forces of an open-boundary ground state equal −dE/dR by central
     differences on the same (fixed) mesh."""

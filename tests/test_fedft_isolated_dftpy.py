@@ -1,8 +1,9 @@
 """Isolated fedft against DFTpy in a periodic box (issue 7): a neutral cluster centred in a
 cubic box converges to the isolated energy as the box grows (DFTpy's G=0 pseudopotential
 term N_e/Ω Σα and the Ewald background cancel to O(1/Ω) for a neutral cell; the image
-interaction of a neutral cluster decays as p²/L³ + O(L⁻⁵), tiny for a nearly non-polar one), so a converged box is an
-independent reference for fedft's open-boundary electrostatics and plain Coulomb ions.
+interaction of a neutral cluster decays as p²/L³ + O(L⁻⁵), tiny for a nearly non-polar one),
+so a converged box is an independent reference for fedft's open-boundary electrostatics and
+plain Coulomb ions.
 
 Measured for this Al dimer (erf Al, rc = 1 bohr, TF + 1·vW, LDA; DFTpy 400 eV, which is
 converged to 2e-8 Ha/atom against 600 eV):
