@@ -49,38 +49,47 @@ ELECTROSTATIC_FORM = "screened-potential"
 TERMS = ("tf", "vw", "xc", "hartree", "electron_ion", "ewald")
 
 
-def screened_electrostatic_density(gs, rho_q: np.ndarray, vh_q: np.ndarray) -> np.ndarray:
-    """The screened potential-form electrostatic energy density at the quadrature points
-    (Ha/bohr³), including its uniform part (module notes); integrates exactly to the
-    electrostatic energy with the quadrature weights.
-
-    Parameters
-    ----------
-    gs : GroundState
-    rho_q, vh_q : (n_q,)
-        Density (bohr⁻³) and Hartree potential (Ha) at the quadrature points.
-    """
+def _electrostatic_parts(gs) -> dict:
+    """What the screened electrostatic density needs of the ions, at the merged quadrature
+    points (module notes): their Gaussians ``g`` (e/bohr³), the Gaussians' self-energy
+    density ``Σ_I ½ g_I φ_I`` less each atom's share of the overlap correction (Ha/bohr³),
+    ``V_sr`` and ``V_lr`` (Ha)."""
     from ._groundstate import compensation_widths
 
-    disc, ions, system = gs.disc, gs.ions, gs.system
+    ions, system = gs.ions, gs.system
     widths = compensation_widths(system, gs.settings)
     charges = np.array([p.z for p in system.pseudos], dtype=float)
-    phi_q = -gs.v_long_q - vh_q  # potential of ρ_ion − ρ (v_long = −potential of ρ_ion)
     # point ions interact more strongly than overlapping Gaussians: each atom's share of the
     # (short-ranged) erfc correction sits on its Gaussian
     corr = gaussian_overlap_energy(system.positions, charges[system.species],
                                    widths[system.species], system.cell, system.periodic)
-    at_q = disc.merged.expand  # the ion fields are at the merged quadrature points
-    dens = 0.5 * (at_q(ions.gauss) - rho_q) * phi_q \
-        - at_q(ions.self_density(charges, widths, per_atom=corr)) + rho_q * at_q(ions.v_short)
-    target = gs.components["hartree"] + gs.components["electron_ion"] + gs.components["ewald"]
-    # np.sum, not a BLAS dot: the result must not depend on the number of BLAS threads
-    gs.es_uniform = (target - float(np.sum(disc.wq * dens))) / disc.volume
-    return dens + gs.es_uniform
+    return {"gauss": ions.gauss, "self": ions.self_density(charges, widths, per_atom=corr),
+            "v_short": ions.v_short, "v_long": gs.v_long_m}
+
+
+def screened_electrostatic_density(parts: dict, rho: np.ndarray, v_hartree: np.ndarray,
+                                   merged_index: np.ndarray) -> np.ndarray:
+    """The screened potential-form electrostatic energy density (Ha/bohr³) at some
+    quadrature points, without its uniform part (module notes; :func:`nodal_fields` adds it
+    so that the density integrates exactly to the electrostatic energy).
+
+    Parameters
+    ----------
+    parts : dict of :func:`_electrostatic_parts`
+    rho, v_hartree : (n,)
+        Density (bohr⁻³) and Hartree potential (Ha) at the points.
+    merged_index : (n,) int
+        Merged quadrature point of each point.
+    """
+    phi = -parts["v_long"][merged_index] - v_hartree  # potential of ρ_ion − ρ
+    return (0.5 * (parts["gauss"][merged_index] - rho) * phi - parts["self"][merged_index]
+            + rho * parts["v_short"][merged_index])
 
 
 def nodal_fields(gs) -> dict:
-    """Nodal fields of a :class:`~fedft._groundstate.GroundState` (atomic units).
+    """Nodal fields of a :class:`~fedft._groundstate.GroundState` (atomic units), computed
+    in element blocks (:meth:`meshes.TetMesh.element_blocks`): no array per element
+    quadrature point larger than a block.
 
     Returns
     -------
@@ -92,26 +101,45 @@ def nodal_fields(gs) -> dict:
     disc = gs.disc
     mesh = disc.mesh
     u = gs.u
-    # continuous fields at the element quadrature points from the merged ones (no element
-    # interpolation matrix)
-    merged = disc.merged
-    uq = (merged.B @ u)[merged.group]
-    rho_q = uq * uq
-    vh_q = (merged.B @ gs.v_hartree)[merged.group]
-    v_local_q = merged.expand(gs.functional.v_local)
-    eps_xc, _ = lda_xc(rho_q)
-    grad_u = mesh.gradient(u)
     lam = gs.kinetic_lambda
-    # the seven densities side by side (one lumped projection for all), filled in place
-    dens = np.empty((rho_q.size, len(TERMS) + 1))
-    dens[:, 0] = C_F * rho_q * np.abs(uq) ** (4.0 / 3.0)
-    dens[:, 1] = 0.5 * lam * np.einsum("ij,ij->i", grad_u, grad_u)
-    dens[:, 2] = rho_q * eps_xc
-    dens[:, 3] = 0.5 * rho_q * vh_q
-    dens[:, 4] = rho_q * (v_local_q + gs.shift_per_electron)
-    dens[:, 5] = gs.ewald_density
-    dens[:, 6] = screened_electrostatic_density(gs, rho_q, vh_q)
-    nodal = mesh.project_to_nodes(dens, overwrite=True)
+    # continuous fields at the merged quadrature points, taken to the element points of
+    # each block (no element interpolation matrix)
+    merged = disc.merged
+    group = merged.group
+    u_m = merged.B @ u
+    vh_m = merged.B @ gs.v_hartree
+    v_local_m = gs.functional.v_local
+    ewald_m = gs.ewald_m
+    parts = _electrostatic_parts(gs)
+    nq = mesh.n_quad
+    nodal = np.zeros((mesh.n_dofs, len(TERMS) + 1))
+    es_integral = 0.0
+    for block in mesh.element_blocks():
+        points = slice(block.start * nq, block.stop * nq)
+        g = group[points]
+        uq = u_m[g]
+        rho_q = uq * uq
+        vh_q = vh_m[g]
+        eps_xc, _ = lda_xc(rho_q)
+        grad_u = mesh.gradient(u, block)
+        # the seven densities side by side (one lumped projection for all)
+        dens = np.empty((rho_q.size, len(TERMS) + 1))
+        dens[:, 0] = C_F * rho_q * np.abs(uq) ** (4.0 / 3.0)
+        dens[:, 1] = 0.5 * lam * np.einsum("ij,ij->i", grad_u, grad_u)
+        dens[:, 2] = rho_q * eps_xc
+        dens[:, 3] = 0.5 * rho_q * vh_q
+        dens[:, 4] = rho_q * (v_local_m[g] + gs.shift_per_electron)
+        dens[:, 5] = ewald_m[g]
+        dens[:, 6] = screened_electrostatic_density(parts, rho_q, vh_q, g)
+        # np.sum, not a BLAS dot: the result must not depend on the number of BLAS threads
+        es_integral += float(np.sum(disc.wq[points] * dens[:, 6]))
+        mesh.add_nodal_loads(dens, block, nodal)
+    nodal /= mesh.nodal_weights[:, None]
+    # the uniform part of the electrostatic density (module notes): the lumped projection
+    # reproduces constants, so it is added to the nodal values as it is
+    target = gs.components["hartree"] + gs.components["electron_ion"] + gs.components["ewald"]
+    gs.es_uniform = (target - es_integral) / disc.volume
+    nodal[:, len(TERMS)] += gs.es_uniform
     out = {f"e_{name}": nodal[:, k] for k, name in enumerate(TERMS)}
     out["e_electrostatic"] = nodal[:, len(TERMS)]
 

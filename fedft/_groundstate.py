@@ -292,11 +292,10 @@ class GroundState:
     v_long_merged: np.ndarray | None = None  # at the merged quadrature points
     ewald_spread: np.ndarray | None = None  # at the merged quadrature points
 
-    @cached_property
-    def v_long_q(self) -> np.ndarray:
-        """Long-range local potential (Ha) at the element quadrature points."""
-        v = self.ions.v_long if self.v_long_merged is None else self.v_long_merged
-        return self.disc.merged.expand(v)
+    @property
+    def v_long_m(self) -> np.ndarray:
+        """Long-range local potential (Ha) at the merged quadrature points."""
+        return self.ions.v_long if self.v_long_merged is None else self.v_long_merged
 
     @cached_property
     def v_long(self) -> np.ndarray:
@@ -304,12 +303,11 @@ class GroundState:
         return self.ions.nodal_v_long() if self.v_long_nodal is None else self.v_long_nodal
 
     @cached_property
-    def ewald_density(self) -> np.ndarray:
-        """Each atom's Ewald energy spread on its Gaussian (Ha/bohr³), at the quadrature
-        points."""
-        spread = self.ions.spread(self.ewald.per_atom) if self.ewald_spread is None \
+    def ewald_m(self) -> np.ndarray:
+        """Each atom's Ewald energy spread on its Gaussian (Ha/bohr³), at the merged
+        quadrature points."""
+        return self.ions.spread(self.ewald.per_atom) if self.ewald_spread is None \
             else self.ewald_spread
-        return self.disc.merged.expand(spread)
 
     @property
     def energy(self) -> float:

@@ -460,20 +460,54 @@ class TetMesh:
     def _reference_gradients(self) -> np.ndarray:
         return self._reference_basis()[1]
 
-    def _element_gradients(self, ue: np.ndarray, ref_gradients: np.ndarray) -> np.ndarray:
+    def _element_gradients(self, ue: np.ndarray, ref_gradients: np.ndarray,
+                           elements: slice = slice(None)) -> np.ndarray:
         """Physical gradients (n_elements, p, 3) of element fields with local values ``ue``
         (n_elements, n_local), from reference gradients (n_local, 3, p) of the local basis:
         ``∇u = A⁻ᵀ ∇_ξ u``: one BLAS product and one batched 3×3 product (several times
-        faster than the equivalent einsums)."""
+        faster than the equivalent einsums). ``elements``: the elements of ``ue`` (a slice)."""
         nl, _, p = ref_gradients.shape
         gref = (ue @ ref_gradients.reshape(nl, 3 * p)).reshape(-1, 3, p)  # ∂u/∂ξ_k
         # g[e, q, d] = Σ_k ∂u/∂ξ_k · ∂ξ_k/∂x_d, with Ji[e, k, d] = ∂ξ_k/∂x_d
-        return np.matmul(gref.transpose(0, 2, 1), self._inverse_jacobians)
+        return np.matmul(gref.transpose(0, 2, 1), self._inverse_jacobians[elements])
 
-    def gradient(self, u: np.ndarray) -> np.ndarray:
-        """Gradient of the periodic field ``u`` (n_dofs,) at the quadrature points, (n_q, 3)."""
-        return self._element_gradients(u[self.element_dofs],
-                                       self._reference_gradients).reshape(-1, 3)
+    def gradient(self, u: np.ndarray, elements: slice = slice(None)) -> np.ndarray:
+        """Gradient of the periodic field ``u`` (n_dofs,) at the quadrature points, (n_q, 3),
+        or at those of the ``elements`` (a slice, e.g. one of :meth:`element_blocks`)."""
+        return self._element_gradients(u[self.element_dofs[elements]],
+                                       self._reference_gradients, elements).reshape(-1, 3)
+
+    def element_blocks(self, max_points: int = 1 << 20) -> list:
+        """Slices of consecutive elements with at most ``max_points`` quadrature points each
+        (at least one element): the blocks in which field computations keep their
+        temporaries small (:meth:`add_nodal_loads`)."""
+        step = max(1, int(max_points) // self.n_quad)
+        return [slice(i, min(i + step, self.n_elements)) for i in range(0, self.n_elements, step)]
+
+    def add_nodal_loads(self, values: np.ndarray, elements: slice, out: np.ndarray) -> None:
+        """Add ``Σ_q w_q ψ_i(x_q) f(x_q)`` over the quadrature points of ``elements`` to ``out``
+        (n_dofs,) or (n_dofs, k): the un-normalised lumped projection (:meth:`project_to_nodes`
+        divides the sum over all elements by :attr:`nodal_weights`), from the nodal hat
+        functions' reference values, without the (n_dofs, n_q) matrix.
+
+        Parameters
+        ----------
+        values : (n_block * n_quad,) or (n_block * n_quad, k), element-major
+        elements : slice of the elements whose points ``values`` are at
+        """
+        psi = self._nodal_reference_basis[0]  # (n_local, n_quad)
+        nl, nq = psi.shape
+        v = np.asarray(values, dtype=np.float64)
+        cols = v.reshape(v.shape[0], -1)
+        ne = cols.shape[0] // nq
+        w = (self._abs_det[elements, None] * self.ref_weights[None]).reshape(-1, 1)
+        wv = (w * cols).reshape(ne, nq, -1)
+        local = np.matmul(psi[None], wv)  # (ne, n_local, k)
+        dofs = self.element_dofs[elements].ravel()
+        target = out.reshape(out.shape[0], -1)
+        for k in range(local.shape[2]):
+            target[:, k] += np.bincount(dofs, weights=local[:, :, k].ravel(),
+                                        minlength=self.n_dofs)
 
     # ------------------------------------------------------------------ operators
     def _assemble(self, element_matrices: np.ndarray) -> sp.csr_matrix:
@@ -579,7 +613,9 @@ class TetMesh:
         equal the exact ``∫ ψ_i``; for P2 the rule sees ψ_i's kinks inside an element, so they
         differ from the exact sub-tetrahedron values by up to ~15 %, which is what makes
         :meth:`project_to_nodes` reproduce constants and integrals exactly."""
-        w = np.asarray(self.nodal_projection_T @ self.quad_weights)
+        w = np.zeros(self.n_dofs)
+        for block in self.element_blocks():
+            self.add_nodal_loads(np.ones((block.stop - block.start) * self.n_quad), block, w)
         if w.min() <= 0:
             raise MeshError(
                 f"quadrature order {self.intorder} leaves some nodal hat functions without "
@@ -639,29 +675,25 @@ class TetMesh:
             return self.interpolation_T
         return self._quad_matrix(self._nodal_reference_basis[0]).T.tocsr()
 
-    def project_to_nodes(self, values_at_quad: np.ndarray, overwrite: bool = False
-                         ) -> np.ndarray:
-        """Lumped L² projection of a field given at the quadrature points onto the nodes.
+    def project_to_nodes(self, values_at_quad: np.ndarray) -> np.ndarray:
+        """Lumped L² projection of a field given at the quadrature points onto the nodes,
+        summed in element blocks (:meth:`add_nodal_loads`).
 
         Parameters
         ----------
         values_at_quad : (n_elements*n_quad,) or (n_elements*n_quad, k)
-        overwrite : bool
-            Allow the weighting in place in ``values_at_quad`` (a float64 array; saves a copy
-            of a large array).
 
         Returns
         -------
         (n_dofs,) or (n_dofs, k) nodal values ``f_i`` with ``Σ_i W_i f_i = Σ_q w_q f(x_q)``.
         """
         v = np.asarray(values_at_quad)
-        wq = self.quad_weights if v.ndim == 1 else self.quad_weights[:, None]
-        W = self.nodal_weights if v.ndim == 1 else self.nodal_weights[:, None]
-        if overwrite and v.dtype == np.float64:
-            v *= wq
-        else:
-            v = wq * v
-        return (self.nodal_projection_T @ v) / W
+        out = np.zeros((self.n_dofs,) + v.shape[1:])
+        nq = self.n_quad
+        for block in self.element_blocks():
+            self.add_nodal_loads(v[block.start * nq:block.stop * nq], block, out)
+        out /= self.nodal_weights if v.ndim == 1 else self.nodal_weights[:, None]
+        return out
 
     def project_divergence(self, u: np.ndarray, vector_field, intorder: int = 5) -> np.ndarray:
         """Nodal values of the weak divergence ``-∇·v``, ``∫ v·∇ψ_i / ∫ψ_i``, of a vector
@@ -683,27 +715,32 @@ class TetMesh:
         subs = np.arange(4)[None] if self.order == 1 else _RED_REFINEMENT
         Xs, Ws = get_quadrature(RefTet, intorder)  # (3, p), (p,)
         elem = self.element
-        Ji = self._inverse_jacobians  # (ne, 3, 3)
-        detJ = self._abs_det[:, None]
-        out = np.zeros(self.n_dofs)
-        ue = u[self.element_dofs]  # (ne, nl)
+        rules = []  # per sub-tetrahedron: basis values and gradients at its points, ∇ψ
         for sub in subs:
             v0 = nodes[sub[0]]
             T = (nodes[sub[1:]] - v0).T  # (3, 3) sub-tet edges as columns
             X = v0[:, None] + T @ Xs  # reference points of the parent element
             phi = np.array([elem.lbasis(X, j)[0] for j in range(nodes.shape[0])])
             dphi = np.array([elem.lbasis(X, j)[1] for j in range(nodes.shape[0])])
-            uq = ue @ phi  # (ne, p)
-            g = self._element_gradients(ue, dphi)  # (ne, p, 3)
-            vec = np.asarray(vector_field(uq.ravel(), g.reshape(-1, 3))).reshape(g.shape)
-            wv = np.einsum("eqd,q->ed", vec, Ws)  # Σ_q w v
-            ref = np.einsum("ekd,ed->ek", Ji, wv)  # Σ_q w A⁻¹ v
-            ref *= detJ * abs(np.linalg.det(T))
             Tinv = np.linalg.inv(T)
             dbary = np.vstack([-Tinv.sum(0), Tinv])  # (4, 3) reference gradients of ψ
-            contrib = ref @ dbary.T  # (ne, 4)
-            out += np.bincount(self.element_dofs[:, sub].ravel(), weights=contrib.ravel(),
-                               minlength=self.n_dofs)
+            rules.append((sub, phi, dphi, abs(np.linalg.det(T)), dbary))
+        out = np.zeros(self.n_dofs)
+        for block in self.element_blocks(1 << 18):  # the temporaries of ~260k points
+            Ji = self._inverse_jacobians[block]  # (ne, 3, 3)
+            detJ = self._abs_det[block, None]
+            edofs = self.element_dofs[block]
+            ue = u[edofs]  # (ne, nl)
+            for sub, phi, dphi, det_t, dbary in rules:
+                uq = ue @ phi  # (ne, p)
+                g = self._element_gradients(ue, dphi, block)  # (ne, p, 3)
+                vec = np.asarray(vector_field(uq.ravel(), g.reshape(-1, 3))).reshape(g.shape)
+                wv = np.einsum("eqd,q->ed", vec, Ws)  # Σ_q w v
+                ref = np.einsum("ekd,ed->ek", Ji, wv)  # Σ_q w A⁻¹ v
+                ref *= detJ * det_t
+                contrib = ref @ dbary.T  # (ne, 4)
+                out += np.bincount(edofs[:, sub].ravel(), weights=contrib.ravel(),
+                                   minlength=self.n_dofs)
         return out / self.exact_nodal_weights
 
     def integrate(self, values_at_quad: np.ndarray) -> float:

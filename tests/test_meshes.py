@@ -101,14 +101,23 @@ def test_nodal_weights_positive_and_projection_exact(order):
     assert np.isclose(W @ mesh.project_to_nodes(f), mesh.integrate(f), rtol=1e-12)
     # the lumped projection reproduces constants (partition of unity of the nodal hats)
     assert np.allclose(mesh.project_to_nodes(np.full(f.size, 2.5)), 2.5, rtol=1e-13)
-    # several fields at once, weighted in place when allowed: the same values
+    # several fields at once: the same values
     many = np.column_stack([f, 2.0 * f, np.ones_like(f)])
     ref = np.column_stack([mesh.project_to_nodes(c) for c in many.T])
-    np.testing.assert_allclose(mesh.project_to_nodes(many.copy(), overwrite=True), ref,
-                               rtol=1e-13, atol=1e-13)
-    ints = np.ones((f.size, 2), dtype=np.int64)  # not float64: copied, never cast in place
-    np.testing.assert_allclose(mesh.project_to_nodes(ints, overwrite=True), 1.0, rtol=1e-13)
+    np.testing.assert_allclose(mesh.project_to_nodes(many), ref, rtol=1e-13, atol=1e-13)
+    ints = np.ones((f.size, 2), dtype=np.int64)  # not float64: converted, never in place
+    np.testing.assert_allclose(mesh.project_to_nodes(ints), 1.0, rtol=1e-13)
     assert np.all(ints == 1)
+    # the element blocks against the (n_dofs, n_q) matrix of the nodal hat functions, in
+    # blocks of 7 elements (the last one shorter)
+    expected = mesh.nodal_projection_T @ (mesh.quad_weights[:, None] * many)
+    blocks = mesh.element_blocks(7 * mesh.n_quad + 3)
+    assert len(blocks) == -(-mesh.n_elements // 7) and blocks[-1].stop == mesh.n_elements
+    got = np.zeros_like(expected)
+    for b in blocks:
+        mesh.add_nodal_loads(many[b.start * mesh.n_quad:b.stop * mesh.n_quad], b, got)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(W, mesh.nodal_projection_T @ mesh.quad_weights, rtol=1e-12)
 
 
 @pytest.mark.parametrize("order", [1, 2])
