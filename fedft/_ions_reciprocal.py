@@ -22,11 +22,15 @@ import numpy as np
 from ._lattice import PointLattice
 from ._pseudo import ErfPseudo, _erf_over_r
 from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, aliases, hankel_form_factor
+from ._reciprocal_graded import GradedSums, graded_sites
 
 log = logging.getLogger(__name__)
 
 #: Largest number of aliases per axis before the real-space sums are cheaper.
 MAX_FOLDS = 2
+#: Largest cost (floating-point operations) of one sum over a graded grid's quadrature points
+#: before the real-space sums are used instead (~1e10 flop/s on one core).
+MAX_GRADED_FLOPS = 3e11
 
 
 def _gauss_cut(width: float) -> float:
@@ -180,11 +184,16 @@ class ReciprocalIonFields:
 
 
 def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | None:
-    """:class:`ReciprocalIonFields` of a crystal on a uniform periodic mesh, or None when the
-    mesh is not one (graded, open) or the form factors need more than :data:`MAX_FOLDS`
-    aliases per axis (a hard core on a coarse mesh: the real-space sums are cheaper)."""
-    if disc.sites is None or not system.periodic:
+    """:class:`ReciprocalIonFields` of a crystal on a periodic mesh: a uniform one (FFTs,
+    :mod:`fedft._reciprocal`) or a graded tensor grid (mode products,
+    :mod:`fedft._reciprocal_graded`). None for open boxes, when the form factors need more
+    than :data:`MAX_FOLDS` aliases per axis of a uniform mesh (a hard core on a coarse mesh:
+    the real-space sums are cheaper), or when a graded grid's sums would cost more than
+    :data:`MAX_GRADED_FLOPS`."""
+    if not system.periodic:
         return None
+    if disc.sites is None:
+        return _graded_ion_fields(disc, system, widths, tables)
     # at the merged quadrature points (the sites of the quadrature points' sublattices)
     quad, nodes = disc.sites.sites(), disc.dof_lattice
     forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
@@ -195,4 +204,33 @@ def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields |
         return None
     frac = system.positions @ np.linalg.inv(system.cell)
     sums = ReciprocalSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
+    return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)
+
+
+def _graded_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | None:
+    """:class:`ReciprocalIonFields` on the tensor grid of a graded periodic mesh (at its
+    merged quadrature points, and its DOFs for the nodal fields), or None (module notes of
+    :func:`reciprocal_ion_fields`)."""
+    mesh = disc.mesh
+    axes = mesh.node_axes()
+    inv = np.linalg.inv(mesh.cell)
+    quad = graded_sites((disc.merged_positions - mesh.origin) @ inv, axes)
+    if quad is None:
+        return None
+    forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
+    gcut = max(f.gcut for f in forms)
+    lengths = np.linalg.norm(mesh.cell, axis=1)
+    M = [2 * int(gcut * L / (2 * np.pi)) + 1 for L in lengths]
+    M[2] = (M[2] + 1) // 2
+    N = quad.divisions
+    flops = 8.0 * len(quad.coords) * (N[0] * M[0] * M[1] * M[2] + N[0] * N[1] * M[1] * M[2]
+                                      + N[0] * N[1] * N[2] * M[2])
+    if flops > MAX_GRADED_FLOPS:
+        log.debug("graded reciprocal ion sums would take %.1e flop: real-space sums", flops)
+        return None
+    nodes = graded_sites(mesh.dof_frac, axes)
+    if nodes is None:
+        return None
+    frac = system.positions @ np.linalg.inv(system.cell)
+    sums = GradedSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
     return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)

@@ -72,9 +72,10 @@ class Settings:
         Isolated systems with a cell (the domain): smallest allowed distance (bohr) from an
         atom to a face of the domain.
     reciprocal_ions : bool
-        Crystals on uniform meshes: sum the ion fields in reciprocal space, with the
-        long-range potential exact at the quadrature points (default); ``False`` keeps the
-        neighbour sums and the mesh solve of the compensation charges used elsewhere.
+        Crystals: sum the ion fields in reciprocal space, with the long-range potential exact
+        at the quadrature points (default): by FFT on uniform meshes, by mode products on
+        graded tensor grids (:mod:`fedft._reciprocal_graded`); ``False`` keeps the neighbour
+        sums and the mesh solve of the compensation charges used for isolated structures.
     """
 
     order: int = 2

@@ -49,6 +49,73 @@ def test_sums_match_real_space_sums(points, divisions):
                        atol=1e-10)
 
 
+@pytest.mark.parametrize("points", ["quadrature", "dofs"])
+def test_graded_sums_match_real_space_sums(points):
+    """fedft._reciprocal_graded on a graded triclinic grid: the sites reproduce the points and
+    the values, per-atom sums and their gradients are the real-space sums'."""
+    from fedft._discretisation import _shared_points
+    from fedft._reciprocal_graded import GradedSums, graded_sites
+
+    rng = np.random.default_rng(3)
+    pos = rng.random((3, 3)) @ FCC
+    m = graded_mesh(FCC, pos[:1], 0.6, 0.6, 1.4, order=2)
+    assert m.axes is not None and np.ptp(np.diff(m.node_axes()[0])) > 0.01  # really graded
+    if points == "quadrature":  # the merged points, as the solver uses them
+        rep, _ = _shared_points(m.quad_points)
+        x = m.quad_points[rep]
+    else:
+        x = m.dof_positions
+    sites = graded_sites(x @ np.linalg.inv(FCC), m.node_axes())
+    assert sites is not None
+    assert len(sites.coords) == 8 if points == "dofs" else 8 < len(sites.coords) < 80
+    species, s, c = np.array([0, 1, 0]), np.array([1.0, 1.5]), np.array([1.0, -2.0, 0.5])
+    sums = GradedSums(sites, FCC, pos @ np.linalg.inv(FCC), species,
+                      2 * np.sqrt(np.log(1e15)) / s.min())
+    ip, ia = image_atoms(pos, FCC, 10.0)  # exp(−(10/1.5)²) ~ 5e-20
+    diff = x[:, None, :] - ip[None]
+    e = np.exp(-(np.linalg.norm(diff, axis=2) / s[species[ia]]) ** 2)  # (points, images)
+    v = sums.values(_gaussians(s), c)
+    assert np.abs(v - e @ c[ia]).max() < 1e-12
+    a = rng.standard_normal(x.shape[0])
+    per_atom = np.array([a @ e[:, ia == i].sum(1) for i in range(3)])
+    assert np.allclose(sums.per_atom(a, _gaussians(s)), per_atom, rtol=0, atol=1e-10)
+    grad = np.stack([np.einsum("p,pj,pjd->d", a, e[:, ia == i],
+                               2 * diff[:, ia == i] / s[species[i]] ** 2) for i in range(3)])
+    assert np.allclose(sums.per_atom(a, _gaussians(s), gradient=True), grad, rtol=0,
+                       atol=1e-9)
+    # points off any tensor grid are refused
+    assert graded_sites(rng.random((500, 3)), m.node_axes()) is None
+
+
+def test_graded_crystal_forces_are_derivatives_of_the_energy(monkeypatch):
+    """A crystal on a graded mesh takes the reciprocal ion sums (V_lr exact at the quadrature
+    points, no mesh solve of the Gaussians): its forces are −dE/dR by central differences on
+    the same mesh."""
+    from fedft._groundstate import solve_ground_state
+
+    calls = []
+    forces = ReciprocalIonFields.forces
+    monkeypatch.setattr(ReciprocalIonFields, "forces",
+                        lambda self, rho: calls.append(1) or forces(self, rho))
+    atoms, pseudos = _rattled_al()
+    settings = fedft.resolve_settings("fast", grading="all", spacing=0.6, grading_rate=0.5,
+                                      h_max=1.2, tol_energy=1e-12, tol_residual=1e-8)
+    system = prepare_system(atoms, pseudos, settings)
+    disc = Discretisation(graded_mesh(system.cell, system.positions, 0.6, 0.5, 1.2, order=2))
+    assert disc.sites is None  # graded: no uniform sublattices
+    r0 = solve_ground_state(system, 1.0, settings, disc=disc)
+    assert calls
+    h = 2e-3  # bohr
+    e = []
+    for sign in (1, -1):
+        a = atoms.copy()
+        a.positions[1, 1] += sign * h * 0.52917721067
+        e.append(solve_ground_state(prepare_system(a, pseudos, settings), 1.0, settings,
+                                    disc=disc, u0=r0.u).energy)
+    fd = -(e[0] - e[1]) / (2 * h)
+    assert abs(fd - r0.forces[1, 1]) < 2e-6 * max(1.0, abs(fd)), (fd, r0.forces[1, 1])
+
+
 def test_no_point_lattice_on_graded_meshes():
     g = graded_mesh(FCC, np.zeros((1, 3)), 0.5, 0.5, 1.2, order=2)
     assert point_lattice(g.quad_points @ np.linalg.inv(FCC), g.divisions) is None
