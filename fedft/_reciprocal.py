@@ -93,30 +93,36 @@ class ReciprocalSums:
     """
 
     def __init__(self, lattice: PointLattice, cell, frac_positions, species, gcut: float):
+        n = lattice.divisions
+        self.folds = aliases(cell, n, gcut)
+        ks = half_space_wavenumbers(n)
+        # m along each axis as (2J+1, len(k)) arrays, flattened in that order
+        self.shape6 = tuple(x for J, k in zip(self.folds, ks) for x in (2 * J + 1, k.size))
+        self._setup(lattice, cell, frac_positions, species, gcut,
+                    [(k[None, :] + nn * np.arange(-J, J + 1)[:, None]).ravel()
+                     for k, nn, J in zip(ks, n, self.folds)])
+        # half-space weights of the real FFT along axis 3: planes k3 = 0 and N3/2 count once
+        k3 = np.tile(ks[2], 2 * self.folds[2] + 1)
+        half = np.where((k3 == 0) | ((n[2] % 2 == 0) & (k3 == n[2] // 2)), 0.5, 1.0)
+        self.half_weight = half[None, None, :]
+        log.debug("reciprocal sums: %s aliases, %d wave vectors", self.folds, self.gnorm.size)
+
+    def _setup(self, lattice, cell, frac_positions, species, gcut: float, m: list) -> None:
+        """The geometry and the wave vectors ``G = 2π Σ_a m_a b_a`` of the integer grids
+        ``m`` (one 1-D array per axis, the third one the half space)."""
         self.lattice = lattice
         self.cell = np.asarray(cell, dtype=np.float64)
         self.volume = float(abs(np.linalg.det(self.cell)))
         self.frac = np.asarray(frac_positions, dtype=np.float64)
         self.species = np.asarray(species)
         self.gcut = float(gcut)
-        n = lattice.divisions
-        self.folds = aliases(self.cell, n, gcut)
-        ks = half_space_wavenumbers(n)
-        # m along each axis as (2J+1, len(k)) arrays, flattened in that order
-        self.m = [(k[None, :] + nn * np.arange(-J, J + 1)[:, None]).ravel()
-                  for k, nn, J in zip(ks, n, self.folds)]
-        self.shape6 = tuple(x for J, k in zip(self.folds, ks) for x in (2 * J + 1, k.size))
+        self.m = m
         recip = 2.0 * np.pi * np.linalg.inv(self.cell).T  # rows b_a with a_i·b_j = 2π δ_ij
-        G = (self.m[0][:, None, None, None] * recip[0] + self.m[1][None, :, None, None] * recip[1]
-             + self.m[2][None, None, :, None] * recip[2])
+        G = (m[0][:, None, None, None] * recip[0] + m[1][None, :, None, None] * recip[1]
+             + m[2][None, None, :, None] * recip[2])
         self.G = G  # (L0, L1, L2, 3)
         self.gnorm = np.sqrt(np.einsum("abcd,abcd->abc", G, G))
         self.inside = self.gnorm <= gcut
-        # half-space weights of the real FFT along axis 3: planes k3 = 0 and N3/2 count once
-        k3 = np.tile(ks[2], 2 * self.folds[2] + 1)
-        half = np.where((k3 == 0) | ((n[2] % 2 == 0) & (k3 == n[2] // 2)), 0.5, 1.0)
-        self.half_weight = half[None, None, :]
-        log.debug("reciprocal sums: %s aliases, %d wave vectors", self.folds, self.gnorm.size)
 
     # ------------------------------------------------------------------ phases
     @cached_property

@@ -134,22 +134,11 @@ class GradedSums(ReciprocalSums):
     """
 
     def __init__(self, sites: GradedSites, cell, frac_positions, species, gcut: float):
-        self.lattice = sites
-        self.cell = np.asarray(cell, dtype=np.float64)
-        self.volume = float(abs(np.linalg.det(self.cell)))
-        self.frac = np.asarray(frac_positions, dtype=np.float64)
-        self.species = np.asarray(species)
-        self.gcut = float(gcut)
-        lengths = np.linalg.norm(self.cell, axis=1)
+        lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
         J = [int(np.floor(gcut * L / (2.0 * np.pi))) for L in lengths]
-        self.m = [np.arange(-J[0], J[0] + 1, dtype=float), np.arange(-J[1], J[1] + 1, dtype=float),
-                  np.arange(0, J[2] + 1, dtype=float)]
-        recip = 2.0 * np.pi * np.linalg.inv(self.cell).T
-        G = (self.m[0][:, None, None, None] * recip[0] + self.m[1][None, :, None, None] * recip[1]
-             + self.m[2][None, None, :, None] * recip[2])
-        self.G = G
-        self.gnorm = np.sqrt(np.einsum("abcd,abcd->abc", G, G))
-        self.inside = self.gnorm <= gcut
+        self._setup(sites, cell, frac_positions, species, gcut,
+                    [np.arange(-J[0], J[0] + 1, dtype=float),
+                     np.arange(-J[1], J[1] + 1, dtype=float), np.arange(0, J[2] + 1, dtype=float)])
         self.half_weight = np.where(self.m[2] == 0, 0.5, 1.0)[None, None, :]
         log.debug("graded reciprocal sums: %s wave numbers, %d sublattices",
                   self.gnorm.shape, len(sites.coords))

@@ -32,9 +32,15 @@ def test_sums_match_real_space_sums(points, divisions):
     assert lat is not None and lat.offsets.shape[0] == (55 if points == "quadrature" else 8)
     rng = np.random.default_rng(0)
     pos = rng.random((3, 3)) @ FCC
+    _check_against_real_space(lambda *args: ReciprocalSums(lat, *args), x, pos, rng)
+
+
+def _check_against_real_space(make_sums, x, pos, rng, atol=1e-11):
+    """Values, per-atom sums and their gradients of the sums ``make_sums(cell, frac, species,
+    gcut)`` of two species of Gaussians at the points ``x`` (bohr) against real-space image
+    sums (three atoms at ``pos`` in the cell FCC)."""
     species, s, c = np.array([0, 1, 0]), np.array([1.0, 1.5]), np.array([1.0, -2.0, 0.5])
-    sums = ReciprocalSums(lat, FCC, pos @ np.linalg.inv(FCC), species,
-                          2 * np.sqrt(np.log(1e15)) / s.min())
+    sums = make_sums(FCC, pos @ np.linalg.inv(FCC), species, 2 * np.sqrt(np.log(1e15)) / s.min())
     ip, ia = image_atoms(pos, FCC, 10.0)  # exp(−(10/1.5)²) ~ 5e-20
     diff = x[:, None, :] - ip[None]
     e = np.exp(-(np.linalg.norm(diff, axis=2) / s[species[ia]]) ** 2)  # (points, images)
@@ -42,11 +48,11 @@ def test_sums_match_real_space_sums(points, divisions):
     assert np.abs(v - e @ c[ia]).max() < 1e-12
     a = rng.standard_normal(x.shape[0])
     per_atom = np.array([a @ e[:, ia == i].sum(1) for i in range(3)])
-    assert np.allclose(sums.per_atom(a, _gaussians(s)), per_atom, rtol=0, atol=1e-11)
+    assert np.allclose(sums.per_atom(a, _gaussians(s)), per_atom, rtol=0, atol=atol)
     grad = np.stack([np.einsum("p,pj,pjd->d", a, e[:, ia == i],
                                2 * diff[:, ia == i] / s[species[i]] ** 2) for i in range(3)])
     assert np.allclose(sums.per_atom(a, _gaussians(s), gradient=True), grad, rtol=0,
-                       atol=1e-10)
+                       atol=10 * atol)
 
 
 @pytest.mark.parametrize("points", ["quadrature", "dofs"])
@@ -68,21 +74,7 @@ def test_graded_sums_match_real_space_sums(points):
     sites = graded_sites(x @ np.linalg.inv(FCC), m.node_axes())
     assert sites is not None
     assert len(sites.coords) == 8 if points == "dofs" else 8 < len(sites.coords) < 80
-    species, s, c = np.array([0, 1, 0]), np.array([1.0, 1.5]), np.array([1.0, -2.0, 0.5])
-    sums = GradedSums(sites, FCC, pos @ np.linalg.inv(FCC), species,
-                      2 * np.sqrt(np.log(1e15)) / s.min())
-    ip, ia = image_atoms(pos, FCC, 10.0)  # exp(−(10/1.5)²) ~ 5e-20
-    diff = x[:, None, :] - ip[None]
-    e = np.exp(-(np.linalg.norm(diff, axis=2) / s[species[ia]]) ** 2)  # (points, images)
-    v = sums.values(_gaussians(s), c)
-    assert np.abs(v - e @ c[ia]).max() < 1e-12
-    a = rng.standard_normal(x.shape[0])
-    per_atom = np.array([a @ e[:, ia == i].sum(1) for i in range(3)])
-    assert np.allclose(sums.per_atom(a, _gaussians(s)), per_atom, rtol=0, atol=1e-10)
-    grad = np.stack([np.einsum("p,pj,pjd->d", a, e[:, ia == i],
-                               2 * diff[:, ia == i] / s[species[i]] ** 2) for i in range(3)])
-    assert np.allclose(sums.per_atom(a, _gaussians(s), gradient=True), grad, rtol=0,
-                       atol=1e-9)
+    _check_against_real_space(lambda *args: GradedSums(sites, *args), x, pos, rng, atol=1e-10)
     # points off any tensor grid are refused
     assert graded_sites(rng.random((500, 3)), m.node_axes()) is None
 
