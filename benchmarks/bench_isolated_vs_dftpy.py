@@ -170,6 +170,32 @@ Then, at 6087220, ``cluster55 --presets55 accurate:grading_start=2 --mem-limit-g
     fedft  accurate grading_start=2     2724261    717.3    19793    +9.03e-05   1.1
     ratio fedft/DFTpy: 413.0            (max |dF| 1.08e-05 Ha/bohr)
 
+Tenth session: the accurate preset keeps its 0.45 bohr up to ``grading_start`` = 1.5 bohr
+from the nuclei (cd98ec9; chosen from ``al13 --presets accurate --fedft-extra
+accurate:grading_start=1 accurate:grading_start=1.5 accurate:grading_rate=0.2 --boxes 36 40``
+at 27bd51f, DFTpy rows from the cache, load 0.3-1.0)::
+
+    fedft isolated                      DOFs     dE/atom (Ha)  max|dF| (Ha/bohr)  time    peak
+    accurate, grading_start 0           389,017   +3.33e-04     1.14e-04           33.3 s  2.9 GB
+    accurate, grading_start 1           737,009   +1.11e-04     3.38e-05           76.8 s  5.4 GB
+    accurate, grading_start 1.5         839,325   +9.88e-05     2.45e-05           86.3 s  6.1 GB
+    accurate, grading_rate 0.2          558,009   +2.19e-04     5.75e-05           45.6 s  4.1 GB
+    (grading_start 2, ninth session:    950,697   +9.43e-05     1.42e-05          121.6 s  6.9 GB)
+
+and for Al55 ``cluster55 --presets55 accurate:grading_start=1.5 --mem-limit-gb 21`` (27bd51f,
+idle) 2,496,825 DOFs, +9.18e-05 Ha/atom, 1.76e-05 Ha/bohr, 585.7 s, 17,943 MB: ratio 337. With
+the preset itself, ``--presets55 accurate`` at 83eb529 (the line search's Hartree guesses and
+the nodal fields in element blocks; load 0.9-1.5, the test suite beside it for part of the
+run)::
+
+    code   setting                points/DOFs   time s  peak MB  err Ha/atom  load
+    DFTpy  150 eV, box 36               64000      1.7      207    -5.42e-05   1.0
+    fedft  accurate                   2496825    573.3    11508    +9.18e-05   0.9
+    ratio fedft/DFTpy: 330.1            (max |dF| 1.83e-05 Ha/bohr)
+
+The peak, 11.5 GB instead of 17.9 GB, is now the solve's: the nodal fields no longer build
+arrays over all element quadrature points.
+
 (the fifth session's table above: the same energies; in an earlier run of the sixth session, at
 commit d56ac92, the fast row took 74.1 s. Fifth session:
 the DFTpy cutoff and box scans were rerun the same hour; fedft's energies equal those of

@@ -8,7 +8,7 @@ from conftest import ERF_AL
 
 import fedft
 from fedft._discretisation import Discretisation
-from fedft._groundstate import prepare_system
+from fedft._groundstate import compensation_widths, prepare_system
 from fedft._ions import image_atoms, ion_fields
 from fedft._ions_reciprocal import ReciprocalIonFields, reciprocal_ion_fields, species_forms
 from fedft._pseudo import ErfPseudo, SpeciesTable, gaussian_charge, short_range
@@ -106,6 +106,23 @@ def test_graded_crystal_forces_are_derivatives_of_the_energy(monkeypatch):
                                     disc=disc, u0=r0.u).energy)
     fd = -(e[0] - e[1]) / (2 * h)
     assert abs(fd - r0.forces[1, 1]) < 2e-6 * max(1.0, abs(fd)), (fd, r0.forces[1, 1])
+
+
+def test_graded_crystal_keeps_real_space_sums_for_a_hard_tabulated_core(gnh_psp8):
+    """The uniform meshes' alias rule holds on graded grids too: GNH Al's tabulated core
+    reaches far beyond the grid's wave vectors (there the reciprocal sums measured +4.8e-4
+    Ha/atom in 3.0 s against the real-space +2.0e-4 in 1.4 s), erf Al's does not."""
+    atoms = bulk("Al", "fcc", a=4.2, cubic=True)
+    for pseudo, reciprocal in ((str(gnh_psp8), False), (ERF_AL, True)):
+        settings = fedft.resolve_settings("fast", grading="all")
+        system = prepare_system(atoms, {"Al": pseudo}, settings)
+        disc = Discretisation(graded_mesh(system.cell, system.positions, 0.5, 0.3, 0.7,
+                                          order=2))
+        assert disc.sites is None
+        widths = compensation_widths(system, settings)
+        shorts = [short_range(p, w) for p, w in zip(system.pseudos, widths)]
+        ions = reciprocal_ion_fields(disc, system, widths, shorts)
+        assert (ions is not None) == reciprocal, pseudo
 
 
 def test_no_point_lattice_on_graded_meshes():
