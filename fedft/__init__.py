@@ -49,7 +49,8 @@ from ._xc import lda_xc
 __all__ = [
     "FedftCalculator", "DiscretisationCache", "compute", "ConvergenceError", "FedftError",
     "MeshTooCoarseError", "MissingPseudopotentialError", "PseudopotentialError",
-    "SettingsError", "StructureError", "ewald", "point_ion_energy", "GAUGES", "ErfPseudo", "TabulatedPseudo",
+    "SettingsError", "StructureError", "ewald", "point_ion_energy", "GAUGES", "ErfPseudo",
+    "TabulatedPseudo",
     "load_pseudo", "read_psp8", "COMPONENTS", "Result", "PRESETS", "Settings",
     "resolve_settings", "BOHR", "FORCE", "HARTREE", "__version__", "lda_xc",
     # datasets

@@ -1,5 +1,6 @@
-"""Ion fields of a crystal on a uniform periodic mesh, summed in reciprocal space
-(:mod:`fedft._reciprocal`) instead of over neighbour lists and a mesh Poisson solve.
+"""Ion fields of a crystal on a periodic mesh, summed in reciprocal space instead of over
+neighbour lists and a mesh Poisson solve: by FFT on uniform meshes (:mod:`fedft._reciprocal`),
+by mode products on graded tensor grids (:mod:`fedft._reciprocal_graded`).
 
 The same quantities as :class:`fedft._ions.IonFields` (the compensation Gaussians ``g``, the
 short-range remainders ``V_sr``, their self-energy density, the per-atom normalisation), plus
@@ -22,7 +23,7 @@ import numpy as np
 from ._lattice import PointLattice
 from ._pseudo import ErfPseudo, _erf_over_r
 from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, aliases, hankel_form_factor
-from ._reciprocal_graded import GradedSums, graded_sites
+from ._reciprocal_graded import GradedSites, GradedSums, graded_sites
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,9 @@ def _species_forms(pseudo, width: float, short_table) -> SpeciesForms:
 
 
 class ReciprocalIonFields:
-    """Ion fields of one crystal geometry at the merged quadrature points of a uniform
-    periodic mesh (:attr:`fedft._discretisation.Discretisation.merged`, the sites of the
-    quadrature points' sublattices; module notes). Build with :func:`reciprocal_ion_fields`.
+    """Ion fields of one crystal geometry at the merged quadrature points of a periodic mesh
+    (:attr:`fedft._discretisation.Discretisation.merged`, the sites of the quadrature points'
+    sublattices, uniform or graded; module notes). Build with :func:`reciprocal_ion_fields`.
 
     Attributes
     ----------
@@ -129,7 +130,7 @@ class ReciprocalIonFields:
     """
 
     def __init__(self, sums: ReciprocalSums, weights: np.ndarray, forms: list,
-                 node_lattice: PointLattice | None):
+                 node_lattice: PointLattice | GradedSites | None):
         self.sums = sums
         self.weights = weights
         self.forms = forms

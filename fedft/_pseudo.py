@@ -166,7 +166,8 @@ class TabulatedPseudo:
         return self.source
 
     def potential(self, r) -> tuple[np.ndarray, np.ndarray]:
-        """``V(r)`` (Ha) and ``dV/dr`` (Ha/bohr) at radii ``r`` (bohr); ``-Z/r`` beyond the table."""
+        """``V(r)`` (Ha) and ``dV/dr`` (Ha/bohr) at radii ``r`` (bohr); ``-Z/r`` beyond the
+        table."""
         r = np.asarray(r, dtype=float)
         inside = r <= self.r[-1]
         rin = np.where(inside, r, self.r[-1])

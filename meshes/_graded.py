@@ -2,13 +2,13 @@
 
 The a-priori size function is ``h(d) = min(h_max, h_min + rate · max(d − start, 0))`` with
 ``d`` the distance to the nearest nucleus: ``h_min`` up to ``start`` (default 0) from it, then
-growing linearly to ``h_max``. Along each axis the nodes are placed so that the local spacing follows
-``h`` of the distance to the nearest atom *along that axis* (its projection), by inverting the
-cumulative element count ``s(x) = ∫_0^x dt / h(t)``: with ``N = ceil(s(L))`` intervals the
-nodes are ``x_k = s⁻¹(k s(L) / N)`` and every spacing is at most ``h`` there. The box is then
-the tensor product of the three axes, each box cut into the six Kuhn tetrahedra. On a
-periodic axis the distance is periodic and the first and last nodes are ``0`` and ``L``, so
-opposite faces carry the same nodes and the mesh stays periodic.
+growing linearly to ``h_max``. Along each axis the nodes are placed so that the local spacing
+follows ``h`` of the distance to the nearest atom *along that axis* (its projection), by
+inverting the cumulative element count ``s(x) = ∫_0^x dt / h(t)``: with ``N = ceil(s(L))``
+intervals the nodes are ``x_k = s⁻¹(k s(L) / N)`` and every spacing is at most ``h`` there.
+The box is then the tensor product of the three axes, each box cut into the six Kuhn
+tetrahedra. On a periodic axis the distance is periodic and the first and last nodes are ``0``
+and ``L``, so opposite faces carry the same nodes and the mesh stays periodic.
 
 Tensor-product grading is simple and keeps periodic faces matching; its price is that a
 point far from the atoms along one axis but level with them along another sits in a long,
