@@ -56,6 +56,18 @@ Both anions are bound (μ(−1) < 0). The vacuum: ``charged --no-half --al13-vac
 --na9-vacua 26`` gives Na9 E(0), E(−1) = −56.329433, −57.737068 eV at 26 bohr (357,911 DOFs):
 EA 1.4076 eV against 1.4080 at 20, μ(−1) −0.1940 against −0.1957 eV.
 
+Tenth session, the accurate preset with ``grading_start`` 1.5 bohr (cd98ec9; 804,357 DOFs for
+Al13, 658,503 for Na9 at vacuum 20). ``charged --al13-vacua --na9-vacua --fresh`` at 91809ca:
+Al13 E(Q = −1 … +1) = −897.994, −896.775, −894.752, −891.900, −888.196 eV, μ = −1.6535,
+−3.2332, −4.8674, −6.5484, −8.2711 eV: IE 6.5554 / 6.5692 (−0.014), EA 3.2423 / 3.2604
+(−0.018), half step −0.008, step 1 −0.032 (μ''/6 = −0.032), Simpson +0.0002 eV. Na9: E =
+−57.751, −57.359, −56.343, −54.660, −52.273 eV, μ = −0.1951, −1.3914, −2.6855, −4.0588,
+−5.5016 eV: IE 4.0703 / 4.0935 (−0.023), EA 1.4076 / 1.4403 (−0.033), half step −0.013,
+step 1 −0.054 (μ''/6 = −0.054), Simpson +0.0008 eV. ``domain --fresh`` at cd98ec9: E − E(24)
+= −2.41e-4, −2.15e-5, −1.52e-6, −4.6e-8, −1.5e-8, −2e-10 Ha/atom at vacuum 8, 10, 12, 14,
+16, 20 bohr (456,533 to 970,299 DOFs): within 1e-5 Ha/atom from 12 bohr on. ``grading`` was
+not rerun at this preset (its figures below are for the preset graded from the nuclei).
+
 ``grading --fresh`` after the compensation Gaussians' self-energy became exact (ninth session,
 2516028, load 1.9-2.2 beside another benchmark; reference −2.53177107 Ha/atom, check mesh
 +4.6e-5 from it)::
