@@ -251,6 +251,12 @@ class Discretisation:
                   m.n_dofs, self.wq.size, type(self._poisson_prec).__name__,
                   "" if self.periodic else f", {self.boundary.size} boundary DOFs")
 
+    @property
+    def poisson_is_exact(self) -> bool:
+        """True where the Poisson solves are exact whatever their tolerance (uniform periodic
+        meshes: FFT), False where they are iterative."""
+        return self.periodic and isinstance(self._poisson_prec, LatticeSolver)
+
     @cached_property
     def xq(self) -> np.ndarray:
         """(n_q, 3) element quadrature points (bohr), on first use (a crystal on a uniform

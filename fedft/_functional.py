@@ -72,13 +72,18 @@ class Functional:
         distinct quadrature points, shared ones merged)."""
         return self.disc.merged
 
-    def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None) -> Evaluation:
+    def evaluate(self, u: np.ndarray, v_hartree_guess: np.ndarray | None = None,
+                 rtol: float | None = None) -> Evaluation:
+        """Energy (Ha), gradient and Hartree potential at ``u``; the Hartree solve starts from
+        ``v_hartree_guess`` and stops at the relative residual ``rtol`` (default
+        :attr:`poisson_rtol`)."""
         d, q = self.disc, self.quadrature
         uq = q.B @ u
         w_rho, g_local, terms = local_terms(uq, q.w, self.v_local)
         Ku = d.K @ u
-        vh, v_grad, v_grad_q, e_hartree, its = d.hartree(q.BT @ w_rho, w_rho, v_hartree_guess,
-                                                          rtol=self.poisson_rtol)
+        vh, v_grad, v_grad_q, e_hartree, its = d.hartree(
+            q.BT @ w_rho, w_rho, v_hartree_guess,
+            rtol=self.poisson_rtol if rtol is None else rtol)
         terms["vw"] = 0.5 * self.kinetic_lambda * float(u @ Ku)
         energy = sum(terms.values()) + e_hartree + self.constant
         # δ/δu: 2u (5/3 C_F ρ^(2/3) + v_xc + V_loc) (g_local) + 2u V_H, weighted

@@ -37,10 +37,13 @@ class Settings:
     max_iter : int
         Iteration limit of the minimiser.
     poisson_rtol : float or None
-        Relative residual of each Hartree solve inside the minimiser (graded meshes; uniform
-        periodic meshes solve exactly); ``None`` (default): ``min(1e-5, tol_residual / 10)``
-        (:attr:`hartree_rtol`). The Hartree energy is variational in the potential, so its
-        error is second order in this residual, but near convergence the line search compares
+        Relative residual of each Hartree solve inside the minimiser at convergence (graded
+        meshes; uniform periodic meshes solve exactly); ``None`` (default): ``min(1e-5,
+        tol_residual / 10)`` (:attr:`hartree_rtol`). Far from convergence the solves stop
+        earlier, in proportion to the minimiser's residual, at most at 1e-3
+        (:func:`fedft._solver.hartree_tolerance`). The Hartree energy is variational in the
+        potential, so its error is second order in this residual, but near convergence the
+        line search compares
         energy changes of the order of ``tol_energy``, which an inexact potential hides: on a
         dimer converged to ``tol_residual = 1e-7``, 1e-7 converges and 1e-6 stops in the line
         search. The solves that give the reported potentials and forces use 1e-13.
@@ -119,8 +122,9 @@ class Settings:
 
     @property
     def hartree_rtol(self) -> float:
-        """Relative residual of the minimiser's Hartree solves: :attr:`poisson_rtol`, or by
-        default ``min(1e-5, tol_residual / 10)``. Measured on the rattled Al13 icosahedron
+        """Relative residual of the minimiser's Hartree solves at convergence (looser before,
+        :attr:`poisson_rtol`): :attr:`poisson_rtol`, or by default ``min(1e-5, tol_residual /
+        10)``. Measured on the rattled Al13 icosahedron
         (``benchmarks/bench_isolated_vs_dftpy.py``'s cluster; fast preset 1e-5, accurate 1e-6):
         the same energy as with 1e-9 to 2e-11 Ha/atom and forces to 2e-7 Ha/bohr, with 41 %
         (fast) and 52 % (accurate) of the Poisson CG iterations."""

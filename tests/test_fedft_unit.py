@@ -357,7 +357,7 @@ def test_line_search_without_a_decrease_names_the_causes():
     from fedft._solver import _line_search
 
     class Uphill:  # E = 1 + u₁: rises along s = e₁ from u = e₀, whatever the caller's slope
-        def evaluate(self, u, guess=None):
+        def evaluate(self, u, guess=None, rtol=None):
             return Evaluation(1.0 + float(u[1]), np.array([0.0, 1.0]), np.zeros(2), 0)
 
     u, s = np.array([1.0, 0.0]), np.array([0.0, 1.0])
