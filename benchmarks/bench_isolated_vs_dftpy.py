@@ -194,7 +194,13 @@ run)::
     ratio fedft/DFTpy: 330.1            (max |dF| 1.83e-05 Ha/bohr)
 
 The peak, 11.5 GB instead of 17.9 GB, is now the solve's: the nodal fields no longer build
-arrays over all element quadrature points.
+arrays over all element quadrature points. ``al13 --presets accurate fast --boxes 36 40`` at
+d07a873 (Hartree solves stop earlier far from convergence; DFTpy rows from the cache, idle):
+accurate 839,325 DOFs, +9.88e-05 Ha/atom, max |dF| 1.97e-05 Ha/bohr, 73.2 s (ions 5.5, setup
+4.3, minimise 40.5, forces 4.6, assembly 18.2; fields 7.3 apart), 4.0 GB; fast +1.11e-03,
+2.79e-04, 6.7 s.
+``cluster55 --presets55 accurate`` at d07a873 (idle, load 1.0): 2,496,825 DOFs, +9.18e-05
+Ha/atom, max |dF| 1.75e-05 Ha/bohr, **468.4 s**, 11,618 MB: ratio **270** (DFTpy 1.7 s).
 
 (the fifth session's table above: the same energies; in an earlier run of the sixth session, at
 commit d56ac92, the fast row took 74.1 s. Fifth session:
