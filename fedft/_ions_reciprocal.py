@@ -23,7 +23,7 @@ import numpy as np
 from ._lattice import PointLattice
 from ._pseudo import ErfPseudo, _erf_over_r
 from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, aliases, hankel_form_factor
-from ._reciprocal_graded import GradedSites, GradedSums, graded_sites
+from ._reciprocal_graded import GradedSites, GradedSums, graded_sites, sum_flops
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,6 @@ def _graded_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | No
     :func:`reciprocal_ion_fields`)."""
     mesh = disc.mesh
     axes = mesh.node_axes()
-    inv = np.linalg.inv(mesh.cell)
     forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
     gcut = max(f.gcut for f in forms)
     # the uniform meshes' rule: form factors that reach beyond MAX_FOLDS aliases of the grid
@@ -224,21 +223,17 @@ def _graded_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | No
         log.debug("graded reciprocal ion sums need wave vectors far beyond the grid's: "
                   "real-space sums")
         return None
+    inv = np.linalg.inv(system.cell)
     quad = graded_sites((disc.merged_positions - mesh.origin) @ inv, axes)
     if quad is None:
         return None
-    lengths = np.linalg.norm(mesh.cell, axis=1)
-    M = [2 * int(gcut * L / (2 * np.pi)) + 1 for L in lengths]
-    M[2] = (M[2] + 1) // 2
-    N = quad.divisions
-    flops = 8.0 * len(quad.coords) * (N[0] * M[0] * M[1] * M[2] + N[0] * N[1] * M[1] * M[2]
-                                      + N[0] * N[1] * N[2] * M[2])
+    flops = sum_flops(quad, system.cell, gcut)
     if flops > MAX_GRADED_FLOPS:
         log.debug("graded reciprocal ion sums would take %.1e flop: real-space sums", flops)
         return None
     nodes = graded_sites(mesh.dof_frac, axes)
     if nodes is None:
         return None
-    frac = system.positions @ np.linalg.inv(system.cell)
+    frac = system.positions @ inv
     sums = GradedSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
     return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)

@@ -25,45 +25,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._lattice import PointLattice
 from ._reciprocal import ReciprocalSums
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GradedSites", "graded_sites", "GradedSums"]
+__all__ = ["GradedSites", "graded_sites", "GradedSums", "wave_numbers", "sum_flops"]
 
 #: Largest number of sublattices before the points are not treated as on a tensor grid.
 MAX_SUBLATTICES = 400
 
 
 @dataclass(frozen=True, eq=False)
-class GradedSites:
-    """Points of a graded periodic tensor grid as sublattices (module notes).
+class GradedSites(PointLattice):
+    """Points of a graded periodic tensor grid as sublattices (module notes): a
+    :class:`fedft._lattice.PointLattice` (``offsets`` in sub-cell units, ``divisions``, the
+    ``site`` of each point; its ``gather`` and ``scatter``) whose sites are also given by
+    their uneven fractional coordinates.
 
     Attributes
     ----------
     coords : list of S lists of three (N_a,) arrays
         Fractional coordinate along axis ``a`` of the sites of sublattice ``s``.
-    divisions : (3,) int
-    site : (n_points,) int
-        Site of each point in the C-ordered (S, N₁, N₂, N₃) array of sites.
     """
 
     coords: list
-    divisions: tuple
-    site: np.ndarray
-
-    @property
-    def shape(self) -> tuple:
-        return (len(self.coords), *self.divisions)
-
-    def gather(self, sites: np.ndarray) -> np.ndarray:
-        """Values at the points from values (S, N₁, N₂, N₃) at the sites."""
-        return sites.reshape(-1)[self.site]
-
-    def scatter(self, values: np.ndarray) -> np.ndarray:
-        """(S, N₁, N₂, N₃) sums over the points of each site."""
-        return np.bincount(self.site, weights=values,
-                           minlength=int(np.prod(self.shape))).reshape(self.shape)
 
 
 def graded_sites(frac: np.ndarray, axes, tol: float = 1e-9) -> GradedSites | None:
@@ -114,7 +100,26 @@ def graded_sites(frac: np.ndarray, axes, tol: float = 1e-9) -> GradedSites | Non
         if np.abs(d - np.rint(d)).max(initial=0.0) > 10.0 * tol:
             log.debug("graded sublattice sites do not reproduce the points")
             return None
-    return GradedSites(coords=coords, divisions=divisions, site=site)
+    return GradedSites(offsets=delta, divisions=divisions, site=site, coords=coords)
+
+
+def wave_numbers(cell, gcut: float) -> list:
+    """Integer wave numbers ``m`` per axis of the box that holds ``|G| ≤ gcut`` (bohr⁻¹):
+    ``|m_a| ≤ gcut |a_a| / 2π`` on the first two axes, ``m₃ ≥ 0`` (the half space) on the
+    third."""
+    lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
+    J = [int(np.floor(gcut * L / (2.0 * np.pi))) for L in lengths]
+    return [np.arange(-J[0], J[0] + 1, dtype=float), np.arange(-J[1], J[1] + 1, dtype=float),
+            np.arange(0, J[2] + 1, dtype=float)]
+
+
+def sum_flops(sites: GradedSites, cell, gcut: float) -> float:
+    """Floating-point operations of one :meth:`GradedSums.values` at ``sites`` (three complex
+    mode products per sublattice)."""
+    M = [m.size for m in wave_numbers(cell, gcut)]
+    N = sites.divisions
+    return 8.0 * len(sites.coords) * (N[0] * M[0] * M[1] * M[2] + N[0] * N[1] * M[1] * M[2]
+                                      + N[0] * N[1] * N[2] * M[2])
 
 
 class GradedSums(ReciprocalSums):
@@ -134,11 +139,7 @@ class GradedSums(ReciprocalSums):
     """
 
     def __init__(self, sites: GradedSites, cell, frac_positions, species, gcut: float):
-        lengths = np.linalg.norm(np.asarray(cell, dtype=np.float64), axis=1)
-        J = [int(np.floor(gcut * L / (2.0 * np.pi))) for L in lengths]
-        self._setup(sites, cell, frac_positions, species, gcut,
-                    [np.arange(-J[0], J[0] + 1, dtype=float),
-                     np.arange(-J[1], J[1] + 1, dtype=float), np.arange(0, J[2] + 1, dtype=float)])
+        self._setup(sites, cell, frac_positions, species, gcut, wave_numbers(cell, gcut))
         self.half_weight = np.where(self.m[2] == 0, 0.5, 1.0)[None, None, :]
         log.debug("graded reciprocal sums: %s wave numbers, %d sublattices",
                   self.gnorm.shape, len(sites.coords))

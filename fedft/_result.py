@@ -41,7 +41,7 @@ class Result:
         solves for the compensation Gaussians' potential (open boxes, graded cells) and every
         species is an erf ion, ``ewald`` also holds the correction of the Gaussians' own
         energy on the mesh, ``½ ℓ_gᵀ G_h ℓ_g − ½ gGg``, an ion-only term
-        (:mod:`fedft._functional`).
+        (``fedft._groundstate._with_compensation_self_energy``).
     components : dict of str -> float
         ``tf``, ``vw``, ``xc``, ``hartree``, ``electron_ion``, ``ewald`` (summing to
         ``energy``) and the sums ``kinetic`` and ``electrostatic`` (eV).

@@ -43,10 +43,10 @@ class Settings:
         earlier, in proportion to the minimiser's residual, at most at 1e-3
         (:func:`fedft._solver.hartree_tolerance`). The Hartree energy is variational in the
         potential, so its error is second order in this residual, but near convergence the
-        line search compares
-        energy changes of the order of ``tol_energy``, which an inexact potential hides: on a
-        dimer converged to ``tol_residual = 1e-7``, 1e-7 converges and 1e-6 stops in the line
-        search. The solves that give the reported potentials and forces use 1e-13.
+        line search compares energy changes of the order of ``tol_energy``, which an inexact
+        potential hides: on a dimer converged to ``tol_residual = 1e-7``, 1e-7 converges and
+        1e-6 stops in the line search. The solves that give the reported potentials and
+        forces use 1e-13.
     precond_mass : float
         ``c`` in the minimiser's preconditioner ``λK + cM`` (Ha).
     min_distance : float

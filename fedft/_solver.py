@@ -149,8 +149,8 @@ def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precond
 
 def hartree_tolerance(base: float, residual: float, tol_residual: float) -> float:
     """Relative residual of the Hartree solves of the next line search: ``base`` times how
-    far the minimiser's residual is above its tolerance, at most :data:`MAX_POISSON_RTOL`
-    (never looser than ``base`` allows at convergence, never tighter than ``base``). The
+    far the minimiser's residual is above its tolerance, between ``base`` and
+    :data:`MAX_POISSON_RTOL` (a ``base`` looser than that is kept). The
     Hartree energy is variational in the potential, so far from convergence a loose solve
     moves the energy by far less than one iteration does (Al13, accurate sizes graded from
     the nuclei: half the CG iterations, the same converged energy to 1e-8 eV)."""

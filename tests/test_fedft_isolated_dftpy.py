@@ -35,9 +35,7 @@ converged to 2e-8 Ha/atom against 600 eV):
   Gaussians lower it at no cost in DOFs. Keeping the preset's 0.45 bohr up to 2 bohr from
   the nuclei (``grading_start``) removes most of the rest with the fewest DOFs; what is left
   (+1.2e-4 at 3 bohr) is the 0.45-bohr elements' own error (spacing 0.35, h_max 2.5
-  and grading_start 3: +4.6e-5). The test runs the two cheapest measured settings that meet the
-  issue's targets (2e-4 Ha/atom, 2e-4 Ha/bohr): spacing 0.35 bohr with grading_rate 0.15,
-  and grading_start 2 bohr (~24 and ~17 s on the 2-core machine).
+  and grading_start 3: +4.6e-5).
 
   The table was measured with the compensation Gaussians' own energy taken from the mesh.
   fedft now takes it exact (``fedft._groundstate._with_compensation_self_energy``), which
