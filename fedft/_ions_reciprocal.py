@@ -193,7 +193,7 @@ def reciprocal_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields |
     :data:`MAX_GRADED_FLOPS`."""
     if not system.periodic:
         return None
-    if disc.sites is None:
+    if disc.sites is None or disc.graded_cells:
         return _graded_ion_fields(disc, system, widths, tables)
     # at the merged quadrature points (the sites of the quadrature points' sublattices)
     quad, nodes = disc.sites.sites(), disc.dof_lattice
@@ -224,16 +224,20 @@ def _graded_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | No
                   "real-space sums")
         return None
     inv = np.linalg.inv(system.cell)
-    quad = graded_sites((disc.merged_positions - mesh.origin) @ inv, axes)
-    if quad is None:
-        return None
+    if disc.graded_sites is not None:  # known from the sub-cells: nothing to classify
+        quad, nodes = disc.graded_sites
+    else:
+        quad = graded_sites((disc.merged_positions - mesh.origin) @ inv, axes)
+        if quad is None:
+            return None
     flops = sum_flops(quad, system.cell, gcut)
     if flops > MAX_GRADED_FLOPS:
         log.debug("graded reciprocal ion sums would take %.1e flop: real-space sums", flops)
         return None
-    nodes = graded_sites(mesh.dof_frac, axes)
-    if nodes is None:
-        return None
+    if disc.graded_sites is None:
+        nodes = graded_sites(mesh.dof_frac, axes)
+        if nodes is None:
+            return None
     frac = system.positions @ inv
     sums = GradedSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
     return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PointLattice", "point_lattice", "dof_lattice", "RepresentativeSites",
            "representative_sites", "half_space_wavenumbers",
-           "CellInterpolation", "cell_interpolation", "CellMatrix",
+           "CellInterpolation", "cell_interpolation", "CellMatrix", "ScaledCellMatrix",
            "LatticeSolver", "lattice_solver"]
 
 
@@ -439,20 +439,55 @@ class CellMatrix:
         return self.windows.scatter(self.local @ self.windows.gather(x))
 
 
-def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray
-                       ) -> CellInterpolation | None:
-    """The :class:`CellInterpolation` of the element quadrature points of a uniform periodic
+@dataclass(frozen=True, eq=False)
+class ScaledCellMatrix:
+    """A matrix of a graded periodic tensor mesh (sub-cells equal up to their sizes), applied
+    without storing it: ``A x = Σ_c P_cᵀ (Σ_k f_k[c] A_k) P_c x``, a few window matrices
+    ``A_k`` with per-sub-cell factors ``f_k`` (:meth:`meshes.TranslationStructure.scaled_matrices`:
+    three for the stiffness of an orthorhombic cell, one for the mass); the graded
+    counterpart of :class:`CellMatrix`, with no sparse assembly.
+
+    Attributes
+    ----------
+    terms : tuple of ``(A_k (W, W), f_k (n_cells,))``
+    windows : meshes.TranslationStructure
+        The mesh's (scaled) translation structure (its sub-cell windows).
+    """
+
+    terms: tuple
+    windows: object
+
+    @property
+    def shape(self) -> tuple:
+        return (self.windows.n_dofs,) * 2
+
+    def __matmul__(self, x: np.ndarray) -> np.ndarray:
+        U = self.windows.gather(x)
+        Z = None
+        for local, factor in self.terms:
+            Y = local @ U
+            Y *= factor
+            Z = Y if Z is None else np.add(Z, Y, out=Z)
+        return self.windows.scatter(Z)
+
+
+def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray,
+                       tr=None) -> CellInterpolation | None:
+    """The :class:`CellInterpolation` of the element quadrature points of a periodic tensor
     mesh grouped by their sites (:class:`RepresentativeSites` of the quadrature points), or
     None when the mesh has no translation structure or a sublattice has no point in the
-    sub-cell's own elements.
+    sub-cell's own elements. The basis values at a point depend only on its place in the
+    reference cube, so one matrix serves uniform and graded (``tr`` scaled) sub-cells alike.
 
     Parameters
     ----------
     mesh : meshes.TetMesh
     sites : RepresentativeSites of the quadrature points
     ref_values : (n_local, n_quad) reference basis values at the quadrature points
+    tr : meshes.TranslationStructure, optional
+        Default: the mesh's uniform :attr:`~meshes.TetMesh.translation`.
     """
-    tr = mesh.translation
+    tr = mesh.translation if tr is None else tr
     if tr is None:
         return None
     p = tr.order

@@ -30,7 +30,8 @@ from ._reciprocal import ReciprocalSums
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GradedSites", "graded_sites", "GradedSums", "wave_numbers", "sum_flops"]
+__all__ = ["GradedSites", "graded_sites", "sites_on_axes", "GradedSums", "wave_numbers",
+           "sum_flops"]
 
 #: Largest number of sublattices before the points are not treated as on a tensor grid.
 MAX_SUBLATTICES = 400
@@ -50,6 +51,28 @@ class GradedSites(PointLattice):
     """
 
     coords: list
+
+    def fractional(self) -> np.ndarray:
+        """(S · N₁N₂N₃, 3) fractional coordinates of the sites, in site order (kind-major)."""
+        out = np.empty((len(self.coords), *self.divisions, 3))
+        for s, per_axis in enumerate(self.coords):
+            for a in range(3):
+                shape = [1, 1, 1]
+                shape[a] = -1
+                out[s, ..., a] = per_axis[a].reshape(shape)
+        return out.reshape(-1, 3)
+
+
+def sites_on_axes(offsets: np.ndarray, axes, site: np.ndarray | None = None) -> GradedSites:
+    """:class:`GradedSites` of the sublattices at ``offsets`` (S, 3) (sub-cell units) of the
+    tensor grid with fractional nodes ``axes``; ``site`` as in
+    :class:`fedft._lattice.PointLattice` (None: the points are the sites)."""
+    offsets = np.asarray(offsets, dtype=np.float64)
+    nodes = [np.asarray(x, dtype=np.float64) for x in axes]
+    coords = [[x[:-1] + offsets[s, a] * np.diff(x) for a, x in enumerate(nodes)]
+              for s in range(offsets.shape[0])]
+    return GradedSites(offsets=offsets, divisions=tuple(x.size - 1 for x in nodes), site=site,
+                       coords=coords)
 
 
 def graded_sites(frac: np.ndarray, axes, tol: float = 1e-9) -> GradedSites | None:
@@ -85,22 +108,16 @@ def graded_sites(frac: np.ndarray, axes, tol: float = 1e-9) -> GradedSites | Non
     delta = np.stack([np.bincount(kind, weights=d, minlength=n_kinds) / size for d in deltas],
                      axis=1)  # (S, 3) mean offset of each sublattice
     divisions = tuple(int(np.asarray(x).size - 1) for x in axes)
-    coords = []
-    for s in range(n_kinds):
-        per_axis = []
-        for a, nodes in enumerate(axes):
-            nodes = np.asarray(nodes, dtype=np.float64)
-            per_axis.append(nodes[:-1] + delta[s, a] * np.diff(nodes))
-        coords.append(per_axis)
     site = np.ravel_multi_index((kind, *cells), (n_kinds, *divisions))
+    out = sites_on_axes(delta, axes, site)
     # the sites must be the points (mod 1)
     for a in range(3):
-        table = np.stack([coords[k][a] for k in range(n_kinds)])  # (S, N_a)
+        table = np.stack([out.coords[k][a] for k in range(n_kinds)])  # (S, N_a)
         d = table[kind, cells[a]] - frac[:, a]
         if np.abs(d - np.rint(d)).max(initial=0.0) > 10.0 * tol:
             log.debug("graded sublattice sites do not reproduce the points")
             return None
-    return GradedSites(offsets=delta, divisions=divisions, site=site, coords=coords)
+    return out
 
 
 def wave_numbers(cell, gcut: float) -> list:

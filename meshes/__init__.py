@@ -9,7 +9,8 @@ from ._errors import DegenerateCellError, MeshError, MeshFileError, PointLocatio
 from ._io import FieldFile, read_fields, write_fields
 from ._locate import PointLocator, shape_functions
 from ._graded import graded_axis, graded_mesh
-from ._translation import TranslationStructure, translation_structure
+from ._translation import (TranslationStructure, scaled_translation_structure,
+                           translation_structure)
 from ._quality import MeshQuality, MeshQualityError, check_mesh_quality, tetrahedron_quality
 from ._tetmesh import (
     POSITIVE_TET_RULES,
@@ -30,5 +31,5 @@ __all__ = [
     "kuhn_cube", "mesh_from_spec", "periodic_mesh", "tensor_mesh", "FieldFile", "read_fields",
     "write_fields", "PointLocator", "shape_functions", "MeshQuality", "MeshQualityError",
     "check_mesh_quality", "tetrahedron_quality", "graded_axis", "graded_mesh",
-    "TranslationStructure", "translation_structure",
+    "TranslationStructure", "translation_structure", "scaled_translation_structure",
 ]

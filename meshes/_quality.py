@@ -89,7 +89,8 @@ def tetrahedron_quality(points, tets) -> dict:
 
 
 def check_mesh_quality(points, tets, min_dihedral_deg: float = 5.0,
-                       max_radius_ratio: float = 50.0) -> MeshQuality:
+                       max_radius_ratio: float = 50.0, *, elements=None,
+                       n_elements: int | None = None) -> MeshQuality:
     """Measure a mesh and reject it if any tetrahedron is degenerate.
 
     Parameters
@@ -100,6 +101,11 @@ def check_mesh_quality(points, tets, min_dihedral_deg: float = 5.0,
         Smallest acceptable dihedral angle, degrees.
     max_radius_ratio : float
         Largest acceptable ``R / (3 r)``.
+    elements : array_like of int, shape (n_tets,), optional
+        The mesh's numbers of the given tetrahedra, when they are the distinct shapes of a
+        larger mesh (for the message); default ``0 … n_tets − 1``.
+    n_elements : int, optional
+        Number of tetrahedra of that mesh (default ``n_tets``).
 
     Returns
     -------
@@ -117,18 +123,19 @@ def check_mesh_quality(points, tets, min_dihedral_deg: float = 5.0,
         raise MeshQualityError(f"tetrahedra must be an (n, 4) array with n > 0, got shape "
                                f"{tets.shape}")
     q = tetrahedron_quality(points, tets)
-    summary = MeshQuality(n_elements=int(tets.shape[0]),
+    summary = MeshQuality(n_elements=int(tets.shape[0] if n_elements is None else n_elements),
                           min_dihedral_deg=float(q["min_dihedral_deg"].min()),
                           max_dihedral_deg=float(q["max_dihedral_deg"].max()),
                           max_radius_ratio=float(q["radius_ratio"].max()),
                           min_volume=float(q["volume"].min()))
-    worst = int(np.argmax(q["radius_ratio"]))
+    worst_row = int(np.argmax(q["radius_ratio"]))
+    worst = worst_row if elements is None else int(np.asarray(elements)[worst_row])
     if (summary.min_dihedral_deg < min_dihedral_deg
             or summary.max_radius_ratio > max_radius_ratio):
         raise MeshQualityError(
             f"the mesh is too distorted to compute on: smallest dihedral angle "
             f"{summary.min_dihedral_deg:.3g}° (limit {min_dihedral_deg}°), largest radius ratio "
             f"{summary.max_radius_ratio:.3g} (limit {max_radius_ratio}) at tetrahedron {worst}, "
-            f"vertices {tets[worst].tolist()}; use a gentler grading or a finer mesh, or fix "
+            f"vertices {tets[worst_row].tolist()}; use a gentler grading or a finer mesh, or fix "
             "the cell (a nearly flat cell makes every tetrahedron flat)")
     return summary

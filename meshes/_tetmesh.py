@@ -25,7 +25,7 @@ from skfem.quadrature import get_quadrature
 from skfem.refdom import RefTet
 
 from ._errors import DegenerateCellError, MeshError
-from ._translation import translation_structure
+from ._translation import scaled_translation_structure, translation_structure
 
 log = logging.getLogger(__name__)
 
@@ -531,6 +531,21 @@ class TetMesh:
         matrices are assembled from one sub-cell), None otherwise."""
         return translation_structure(self)
 
+    @cached_property
+    def scaled_translation(self):
+        """:class:`meshes._translation.TranslationStructure` of a graded periodic tensor mesh
+        (sub-cells equal up to their sizes; :func:`meshes.scaled_translation_structure`),
+        None otherwise (uniform meshes: :attr:`translation`)."""
+        return scaled_translation_structure(self)
+
+    def scaled_matrices(self):
+        """Graded periodic meshes: the stiffness and mass matrices as window matrices with
+        per-sub-cell factors (:meth:`meshes.TranslationStructure.scaled_matrices`), or None."""
+        tr = self.scaled_translation
+        if tr is None:
+            return None
+        return tr.scaled_matrices(self.cell, *self.reference_integrals())
+
     def _elements(self):
         """The elements whose matrices the assembly needs: one per type of a uniform
         periodic mesh, else all."""
@@ -543,9 +558,8 @@ class TetMesh:
 
         They come from reference-element integrals contracted with each element's metric
         ``|det A| A⁻¹A⁻ᵀ`` (exact: the integrand is a polynomial of degree ≤ 2)."""
-        vals, grads = self._reference_basis()
-        nl = grads.shape[0]
-        ref = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads).reshape(9, nl * nl)
+        ref, mass = self.reference_integrals()
+        nl = mass.shape[0]
         which = self._elements()
         Ainv = np.linalg.inv(self._affine[1][which])
         metric = (Ainv @ Ainv.transpose(0, 2, 1)) * self._abs_det[which, None, None]
@@ -555,9 +569,16 @@ class TetMesh:
     def element_mass(self) -> np.ndarray:
         """(n, n_local, n_local) element mass matrices ``∫ φ_i φ_j`` (exact for P1 and P2
         with order ≥ 4), of the same elements as :meth:`element_stiffness`."""
-        vals, _ = self._reference_basis()
-        ref = np.einsum("q,iq,jq->ij", self.ref_weights, vals, vals)
-        return self._abs_det[self._elements(), None, None] * ref[None]
+        return self._abs_det[self._elements(), None, None] * self.reference_integrals()[1][None]
+
+    def reference_integrals(self) -> tuple[np.ndarray, np.ndarray]:
+        """On the reference tetrahedron: ``∫ ∂_k φ̂_i ∂_l φ̂_j`` (9, n_local²), row ``3k + l``,
+        and ``∫ φ̂_i φ̂_j`` (n_local, n_local)."""
+        vals, grads = self._reference_basis()
+        nl = grads.shape[0]
+        stiffness = np.einsum("q,ikq,jlq->klij", self.ref_weights, grads, grads)
+        mass = np.einsum("q,iq,jq->ij", self.ref_weights, vals, vals)
+        return stiffness.reshape(9, nl * nl), mass
 
     @cached_property
     def stiffness(self) -> sp.csr_matrix:

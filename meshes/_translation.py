@@ -14,6 +14,16 @@ holds 18M of them).
 :func:`translation_structure` finds the structure from the mesh itself and checks it (every
 element of a type a translate of the first, with the same local DOF layout); a mesh without
 it (graded axes, open boundaries) gets ``None`` and the generic assembly.
+
+A *graded* periodic tensor mesh (:func:`meshes.graded_mesh` of a crystal) has the same types,
+sub-cells and windows, but its sub-cells are boxes of different sizes: element ``t`` of
+sub-cell ``n`` maps the reference cube by ``x = x₀ + Cᵀ D_n E_t ξ`` (``C`` the cell, ``D_n``
+the diagonal of the sub-cell's fractional sizes, ``E_t`` the type's edges in sub-cell units).
+:func:`scaled_translation_structure` finds that structure (its ``sizes`` per axis) and
+:meth:`TranslationStructure.scaled_matrices` writes the stiffness and mass matrices as a few
+window matrices, each times a per-sub-cell factor: ``|A| A⁻¹A⁻ᵀ`` of an element is
+``|det C| Π_c d_c Σ_ab (G⁻¹)_ab / (d_a d_b) |E_t| E_t⁻¹ e_a e_bᵀ E_t⁻ᵀ`` with ``G = CCᵀ``
+(three terms on an orthorhombic cell, six on a sheared one).
 """
 
 from __future__ import annotations
@@ -42,6 +52,11 @@ class TranslationStructure:
     dof_index : (S, N₁, N₂, N₃) int
         Periodic DOF at each sublattice site; sublattice ``s`` is the parity pattern of the
         fine-grid coordinates (``s = 4 p₁ + 2 p₂ + p₃`` for P2; one sublattice for P1).
+    sizes : tuple of three (N_a,) float arrays, or None
+        Graded meshes (:func:`scaled_translation_structure`): the fractional size of every
+        sub-cell interval along each axis; None for a uniform mesh (all ``1/N_a``).
+    edges : (T, 3, 3) float or None
+        Graded meshes: ``E_t``, each type's edge vectors (columns) in sub-cell units.
     """
 
     divisions: tuple
@@ -49,6 +64,8 @@ class TranslationStructure:
     offsets: np.ndarray
     dof_index: np.ndarray
     order: int
+    sizes: tuple | None = None
+    edges: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -141,6 +158,51 @@ class TranslationStructure:
         np.add.at(local, (w[:, :, None], w[:, None, :]), np.asarray(matrices))
         return local
 
+    def cell_sizes(self) -> np.ndarray:
+        """(3, n_cells) fractional sizes of every sub-cell (C order) along each axis."""
+        sizes = self.sizes if self.sizes is not None else [
+            np.full(k, 1.0 / k) for k in self.divisions]
+        grids = np.meshgrid(*sizes, indexing="ij")
+        return np.stack([g.ravel() for g in grids])
+
+    def scaled_matrices(self, cell, ref_stiffness: np.ndarray, ref_mass: np.ndarray):
+        """Stiffness and mass matrices of a graded periodic mesh as window matrices with
+        per-sub-cell factors (module notes): ``A = Σ_k Σ_c f_k[c] P_cᵀ A_k P_c``.
+
+        Parameters
+        ----------
+        cell : (3, 3) lattice vectors (rows)
+        ref_stiffness : (9, nl²) ``∫ ∂_k φ̂_i ∂_l φ̂_j`` on the reference tetrahedron (row
+            ``3k + l``), and ``ref_mass`` (nl, nl) ``∫ φ̂_i φ̂_j``.
+
+        Returns
+        -------
+        stiffness, mass : lists of ``(A_k (W, W), f_k (n_cells,))``
+        """
+        cell = np.asarray(cell, dtype=np.float64)
+        E = self.edges
+        nl = ref_mass.shape[0]
+        det_c = abs(np.linalg.det(cell))
+        det_e = np.abs(np.linalg.det(E))  # (T,)
+        Einv = np.linalg.inv(E)
+        g_inv = np.linalg.inv(cell @ cell.T)
+        d = self.cell_sizes()
+        volume = det_c * np.prod(d, axis=0)  # (n_cells,) |det C| Π d
+        scale = np.abs(g_inv).max()
+        stiffness = []
+        for a in range(3):
+            for b in range(a, 3):
+                if abs(g_inv[a, b]) <= 1e-14 * scale:
+                    continue  # orthorhombic: no mixed terms
+                S = np.zeros((3, 3))
+                S[a, b] = S[b, a] = 1.0
+                metric = det_e[:, None, None] * (Einv @ S @ np.swapaxes(Einv, 1, 2))
+                local = self.cell_matrix((metric.reshape(-1, 9) @ ref_stiffness).reshape(
+                    -1, nl, nl))
+                stiffness.append((local, volume * g_inv[a, b] / (d[a] * d[b])))
+        mass = [(self.cell_matrix(det_e[:, None, None] * ref_mass[None]), volume)]
+        return stiffness, mass
+
     def matrix(self, matrices: np.ndarray) -> sp.csr_matrix:
         """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR
         (equal to the generic assembly of the same element matrices; the column indices of a
@@ -185,6 +247,20 @@ def translation_structure(mesh) -> TranslationStructure | None:
     """
     if not all(mesh.pbc) or mesh.axes is not None:
         return None
+    return _structure(mesh, None)
+
+
+def scaled_translation_structure(mesh) -> TranslationStructure | None:
+    """The :class:`TranslationStructure` of a graded periodic tensor mesh (module notes), with
+    its ``sizes`` and ``edges``, or None (not periodic, uniform: :func:`translation_structure`,
+    or elements that are not the types' scaled copies to 1e-12).
+    """
+    if not all(mesh.pbc) or mesh.axes is None:
+        return None
+    return _structure(mesh, [np.diff(np.asarray(a, dtype=np.float64)) for a in mesh.axes])
+
+
+def _structure(mesh, sizes) -> TranslationStructure | None:
     n = np.asarray(mesh.divisions, dtype=np.int64)
     n_cells = int(np.prod(n))
     ne = mesh.n_elements
@@ -194,9 +270,20 @@ def translation_structure(mesh) -> TranslationStructure | None:
     p = int(mesh.order)
     _, A = mesh._affine
     A = A.reshape(T, n_cells, 3, 3)
-    scale = np.abs(mesh.cell).max()
-    if np.abs(A - A[:, :1]).max() > 1e-12 * scale:
-        return None
+    edges = None
+    if sizes is None:
+        scale = np.abs(mesh.cell).max()
+        if np.abs(A - A[:, :1]).max() > 1e-12 * scale:
+            return None
+    else:  # fractional edges (rows: axes) in units of each sub-cell's sizes
+        if [s.size for s in sizes] != [int(k) for k in n]:
+            return None
+        d = np.stack([g.ravel() for g in np.meshgrid(*sizes, indexing="ij")], axis=1)
+        E = np.linalg.inv(np.asarray(mesh.cell).T) @ A
+        E /= d[None, :, :, None]
+        if np.abs(E - E[:, :1]).max() > 1e-12:
+            return None
+        edges = E[:, 0].copy()
     g = mesh.element_fine()  # (ne, nl, 3) unwrapped sites on the DOF grid
     off = (g - g[:, :1]).reshape(T, n_cells, *g.shape[1:])
     if np.any(off != off[:, :1]):
@@ -216,4 +303,5 @@ def translation_structure(mesh) -> TranslationStructure | None:
     return TranslationStructure(divisions=tuple(int(k) for k in n),
                                 representatives=np.arange(T) * n_cells,
                                 offsets=off[:, 0].copy(), dof_index=index.reshape(p**3, *n),
-                                order=p)
+                                order=p, sizes=None if sizes is None else tuple(sizes),
+                                edges=edges)

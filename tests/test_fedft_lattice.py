@@ -133,10 +133,60 @@ def test_sub_cell_interpolation_equals_the_element_rows(cell, order, divisions):
                                atol=1e-12 * np.abs(rows.T @ y).max())
 
 
-def test_graded_periodic_meshes_keep_the_sparse_rows():
-    m = graded_mesh(CUBIC, np.array([[1.0, 1.0, 1.0]]), 0.5, 0.5, 1.2, order=2)
-    q = Discretisation(m).merged
-    assert sp.issparse(q.B) and q.B.shape == (q.rep.size, m.n_dofs)
+SHEARED = np.array([[7.0, 0.0, 0.0], [1.5, 6.5, 0.0], [0.7, 0.9, 6.0]])
+
+
+@pytest.mark.parametrize("cell,sizes,scaled,fft", [
+    (CUBIC, (0.5, 0.5, 1.2), True, False),  # strong grading: fast diagonalisation
+    (CUBIC, (0.8, 0.3, 0.9), True, True),  # mild: the uniform twin's FFT inverse
+    (SHEARED, (0.8, 0.3, 0.9), True, True),  # sheared and mild: FFT
+    (SHEARED, (0.5, 0.5, 1.2), False, False),  # sheared and strong: sparse matrices, AMG
+], ids=["cubic-strong", "cubic-mild", "sheared-mild", "sheared-strong"])
+@pytest.mark.parametrize("order", [1, 2])
+def test_graded_periodic_operators_from_scaled_sub_cells(cell, sizes, scaled, fft, order):
+    """A graded periodic tensor mesh applies K, M and the interpolation to the merged points
+    from scaled sub-cells: the same products as the assembled matrices and the element rows,
+    the same merged weights and positions as hashing the element points, and Poisson solves
+    and minimiser preconditioners that converge to the direct solution."""
+    from fedft._fastdiag import TensorPreconditioner
+    from fedft._lattice import ScaledCellMatrix
+
+    atoms = np.array([[1.0, 1.0, 1.0], [3.1, 2.2, 4.0]])
+    m = graded_mesh(cell, atoms, *sizes, order=order)
+    disc = Discretisation(m)
+    assert disc.graded_cells == scaled
+    assert (disc.grading_ratio <= 1.25) == fft
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(m.n_dofs)
+    if not scaled:
+        assert sp.issparse(disc.K) and sp.issparse(disc.merged.B)
+        return
+    for op, csr in ((disc.K, m.stiffness), (disc.M, m.mass)):
+        assert isinstance(op, ScaledCellMatrix)
+        np.testing.assert_allclose(op @ x, csr @ x, rtol=0, atol=1e-13 * np.abs(csr @ x).max())
+    q = disc.merged
+    assert not sp.issparse(q.B)
+    np.testing.assert_allclose(q.B @ x, m.quadrature_rows(q.rep) @ x, rtol=0, atol=1e-12)
+    y = rng.standard_normal(q.w.size)
+    np.testing.assert_allclose(q.BT @ y, m.quadrature_rows(q.rep).T @ y, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(q.w, np.bincount(q.group, weights=disc.wq), rtol=1e-13)
+    d = (disc.merged_positions - m.points_of(q.rep)) @ np.linalg.inv(cell)  # up to images
+    assert np.abs(d - np.rint(d)).max() < 1e-12
+    assert q.w.size == np.unique(q.group).size == q.rep.size
+    # Poisson: the iterative solve with either preconditioner reaches the direct solution
+    assert isinstance(disc._poisson_prec, LatticeSolver if fft else TensorPreconditioner)
+    assert not disc.poisson_is_exact
+    load = m.mass @ np.cos(2 * np.pi * m.dof_frac[:, 0]) + 0.1
+    v, its = disc.poisson(load, rtol=1e-12)
+    ref = _direct_zero_sum(m.stiffness.tocsr(), 4 * np.pi * disc.neutralise(load))
+    np.testing.assert_allclose(v, disc.zero_mean(ref), rtol=0, atol=1e-9 * np.abs(ref).max())
+    assert its <= (15 if fft else 60), its
+    # the minimiser's preconditioner of 0.5 K + 2 M: a good approximate inverse
+    A = (0.5 * m.stiffness + 2.0 * m.mass).tocsr()
+    P = disc.preconditioner(0.5, 2.0)
+    z = P(x)
+    ratio = (z @ (A @ z)) / (x @ z)  # a Rayleigh quotient of P A, near 1
+    assert 0.3 < ratio < 3.0, ratio
 
 
 @pytest.mark.parametrize("cell", [CUBIC, FCC], ids=["orthorhombic", "fcc-primitive"])

@@ -94,7 +94,7 @@ def test_graded_crystal_forces_are_derivatives_of_the_energy(monkeypatch):
                                       h_max=1.2, tol_energy=1e-12, tol_residual=1e-8)
     system = prepare_system(atoms, pseudos, settings)
     disc = Discretisation(graded_mesh(system.cell, system.positions, 0.6, 0.5, 1.2, order=2))
-    assert disc.sites is None  # graded: no uniform sublattices
+    assert disc.graded_cells  # operators and merged points from scaled sub-cells
     r0 = solve_ground_state(system, 1.0, settings, disc=disc)
     assert calls
     h = 2e-3  # bohr
@@ -118,7 +118,7 @@ def test_graded_crystal_keeps_real_space_sums_for_a_hard_tabulated_core(gnh_psp8
         system = prepare_system(atoms, {"Al": pseudo}, settings)
         disc = Discretisation(graded_mesh(system.cell, system.positions, 0.5, 0.3, 0.7,
                                           order=2))
-        assert disc.sites is None
+        assert disc.graded_cells
         widths = compensation_widths(system, settings)
         shorts = [short_range(p, w) for p, w in zip(system.pseudos, widths)]
         ions = reciprocal_ion_fields(disc, system, widths, shorts)

@@ -326,6 +326,39 @@ def test_graded_mesh_is_valid_and_needs_far_fewer_nodes():
         graded_mesh(np.eye(3) * 12.0, atoms, 0.02, 5.0, 6.0, pbc=False, min_dihedral_deg=5.0)
 
 
+@pytest.mark.parametrize("pbc", [True, False])
+def test_graded_mesh_quality_from_its_distinct_shapes(pbc):
+    """graded_mesh measures one element per type and distinct sub-box: the same summary as
+    measuring every element, and a rejected mesh names one of its own tetrahedra."""
+    from meshes import MeshQualityError, check_mesh_quality, graded_mesh
+    from meshes._graded import distinct_shapes
+
+    cell = np.array([[9.0, 0.0, 0.0], [1.5, 8.5, 0.0], [0.7, 0.9, 8.0]])
+    atoms = np.array([[0.25] * 3, [0.75] * 3]) @ cell  # a crystal: the grading repeats
+    mesh = graded_mesh(cell, atoms, 0.4, 0.4, 1.5, pbc=pbc, order=1)
+    elements = distinct_shapes(mesh.node_axes())
+    assert elements.size < mesh.n_elements / (4 if pbc else 1.5)
+    fast, full = mesh.quality(), check_mesh_quality(mesh.mesh.p.T, mesh.mesh.t.T)
+    assert fast.n_elements == full.n_elements == mesh.n_elements
+    for name in ("min_dihedral_deg", "max_dihedral_deg", "max_radius_ratio", "min_volume"):
+        assert getattr(fast, name) == pytest.approx(getattr(full, name), rel=1e-10), name
+    atoms = np.array([[2.0, 2.0, 2.0], [5.0, 5.5, 4.5]])
+    with pytest.raises(MeshQualityError, match="too distorted") as err:
+        graded_mesh(cell, atoms, 0.02, 5.0, 6.0, pbc=pbc, min_dihedral_deg=5.0, order=1)
+    bad = graded_mesh(cell, atoms, 0.02, 5.0, 6.0, pbc=pbc, min_dihedral_deg=0.0,
+                      max_radius_ratio=np.inf, order=1)
+    worst = int(str(err.value).split("at tetrahedron ")[1].split(",")[0])
+    full = tetrahedron_quality_of(bad, worst)
+    q = check_mesh_quality(bad.mesh.p.T, bad.mesh.t.T, 0.0, np.inf)
+    assert full == pytest.approx(q.max_radius_ratio, rel=1e-12)
+
+
+def tetrahedron_quality_of(mesh, element: int) -> float:
+    from meshes import tetrahedron_quality
+
+    return float(tetrahedron_quality(mesh.mesh.p.T, mesh.mesh.t.T[[element]])["radius_ratio"][0])
+
+
 @pytest.mark.parametrize("order", [1, 2])
 def test_graded_periodic_mesh_operators(order):
     """A graded mesh of a periodic cell: opposite faces are identified (as many DOFs as the
