@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from meshes import TetMesh, periodic_mesh
+from meshes import TetMesh
 
 from ._errors import ConvergenceError
 from ._fastdiag import tensor_preconditioner
@@ -240,8 +240,6 @@ class Discretisation:
     def __post_init__(self):
         m = self.mesh
         tr = m.translation
-        self.wq = m.quad_weights
-        self.basis_integrals = m.basis_integrals
         self.volume = m.volume
         self.periodic = m.is_periodic
         # the sub-cell structure the operators are applied from: uniform periodic meshes
@@ -254,18 +252,21 @@ class Discretisation:
                               for e in (m.element_stiffness(), m.element_mass()))
         else:
             if self.periodic and m.scaled_translation is not None:
-                graded_prec = self._graded_poisson_preconditioner()
+                graded_prec = self._graded_poisson_preconditioner(m.scaled_translation)
             if graded_prec is not None:
                 self._cells = m.scaled_translation
                 self.K, self.M = (ScaledCellMatrix(tuple(terms), self._cells)
                                   for terms in m.scaled_matrices())
             else:
                 self.K, self.M = m.stiffness, m.mass
+        # ∫φ_i: the mass matrix's row sums where it is applied from sub-cells (Σ_j φ_j = 1)
+        self.basis_integrals = m.basis_integrals if self._cells is None else \
+            self.M @ np.ones(m.n_dofs)
         # sublattices of the DOFs of a periodic tensor mesh with sub-cells (None otherwise)
         self._dof_lattice = None if self._cells is None else dof_lattice(self._cells)
         if self.periodic:
-            # uniform periodic meshes: exact FFT solves (fedft._lattice); graded grids of
-            # orthorhombic cells: fast diagonalisation (fedft._fastdiag); else AMG
+            # uniform periodic meshes: exact FFT solves (fedft._lattice); graded tensor grids:
+            # CG with the uniform twin's FFT inverse or fast diagonalisation; else AMG
             self._poisson_prec = graded_prec
             if tr is not None:
                 self._poisson_prec = lattice_solver(self.K, self._dof_lattice)
@@ -297,7 +298,7 @@ class Discretisation:
                     self._K_ii, max_coarse=300).aspreconditioner(cycle="V")
             self._setup_multipoles()
         log.debug("discretisation: %d DOFs, %d quadrature points, Poisson by %s%s",
-                  m.n_dofs, self.wq.size, type(self._poisson_prec).__name__,
+                  m.n_dofs, m.n_elements * m.n_quad, type(self._poisson_prec).__name__,
                   "" if self.periodic else f", {self.boundary.size} boundary DOFs")
 
     @cached_property
@@ -308,24 +309,37 @@ class Discretisation:
             return 1.0
         return float(max(d.max() / d.min() for d in cells.sizes))
 
-    @cached_property
-    def uniform_twin(self):
-        """The :class:`Discretisation` of the uniform periodic mesh with the same cell,
-        sub-cells and order as this graded one: the same DOF grid, so its exact FFT inverses
-        precondition this mesh's operators where the grading is mild."""
-        m = self.mesh
-        return Discretisation(periodic_mesh(m.cell, m.divisions, order=m.order,
-                                            intorder=m.intorder))
+    def _twin_solvers(self, cells):
+        """FFT solvers ``(K, M)`` of the uniform "twin" of a graded periodic mesh: the uniform
+        mesh with the same cell and sub-cells, hence the same DOF grid, windows and DOF
+        sublattices (:meth:`meshes.TranslationStructure.uniform_element_matrices`; no mesh is
+        built). ``K``'s inverse and ``aK + bM``'s precondition this mesh's operators where its
+        grading is mild; None where they are not block-circulant (checked)."""
+        if "_twin" not in self.__dict__:
+            m = self.mesh
+            ek, em = cells.uniform_element_matrices(m.cell, *m.reference_integrals())
+            dofs = dof_lattice(cells)
+            k, mass = (CellMatrix(cells.cell_matrix(e), cells, cells.stencil(e)) for e in (ek, em))
+            ks = lattice_solver(k, dofs)
+            ms = None if ks is None else lattice_solver(mass, dofs, invert=False)
+            self.__dict__["_twin"] = None if ms is None else (ks, ms)
+        return self.__dict__["_twin"]
 
-    def _graded_poisson_preconditioner(self):
+    def _graded_poisson_preconditioner(self, cells):
         """Poisson preconditioner of a graded periodic tensor mesh: the uniform twin's FFT
         inverse up to :data:`FFT_POISSON_MAX_GRADING`, else fast diagonalisation (None on a
         sheared cell: sparse matrices and AMG)."""
         if self.grading_ratio <= FFT_POISSON_MAX_GRADING:
-            prec = self.uniform_twin._poisson_prec
-            if isinstance(prec, LatticeSolver):
-                return prec
+            twin = self._twin_solvers(cells)
+            if twin is not None:
+                return twin[0]
         return tensor_preconditioner(self.mesh, np.arange(self.mesh.n_dofs), 1.0, 0.0)
+
+    @property
+    def wq(self) -> np.ndarray:
+        """(n_elements · n_quad,) element quadrature weights (bohr³), on first use (meshes
+        with sub-cells take the merged weights from one element per type)."""
+        return self.mesh.quad_weights
 
     @property
     def graded_cells(self) -> bool:
@@ -385,7 +399,8 @@ class Discretisation:
         if self.sites is not None:  # the sites; weights and B from one element per type
             sites = self.sites
             types = self._cells.representatives
-            w_type = m._abs_det[types, None] * m.ref_weights[None, :]  # (T, n_quad)
+            w_type = np.abs(np.linalg.det(m._affine[1][types]))[:, None] \
+                * m.ref_weights[None, :]  # (T, n_quad)
             if self._cells.sizes is None:
                 w = np.repeat(np.bincount(sites.kind.ravel(), weights=w_type.ravel(),
                                           minlength=sites.offsets.shape[0]), sites.n_cells)
@@ -590,10 +605,10 @@ class Discretisation:
                 self._precond[key] = self._poisson_prec.combine(stiffness_weight, mass,
                                                                 mass_weight)
             elif self.graded_cells:  # no sparse matrices to coarsen
-                twin = self.uniform_twin if self.grading_ratio <= FFT_MINIMISER_MAX_GRADING \
-                    else None
-                if twin is not None and twin._mass_lattice_solver is not None:
-                    self._precond[key] = twin.preconditioner(stiffness_weight, mass_weight)
+                twin = self._twin_solvers(self._cells) \
+                    if self.grading_ratio <= FFT_MINIMISER_MAX_GRADING else None
+                if twin is not None:
+                    self._precond[key] = twin[0].combine(stiffness_weight, twin[1], mass_weight)
                 else:
                     self._precond[key] = tensor_preconditioner(
                         self.mesh, np.arange(self.mesh.n_dofs), stiffness_weight,

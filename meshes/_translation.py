@@ -203,6 +203,21 @@ class TranslationStructure:
         mass = [(self.cell_matrix(det_e[:, None, None] * ref_mass[None]), volume)]
         return stiffness, mass
 
+    def uniform_element_matrices(self, cell, ref_stiffness: np.ndarray, ref_mass: np.ndarray):
+        """Per-type element stiffness and mass matrices (T, nl, nl) of the *uniform* mesh of
+        the same cell, sub-cells and types as this graded one (sub-cell sizes ``1/N_a``):
+        the same DOF grid and windows, so :meth:`cell_matrix` and :meth:`stencil` of these
+        give its block-circulant matrices without building that mesh (arguments as in
+        :meth:`scaled_matrices`)."""
+        cell = np.asarray(cell, dtype=np.float64)
+        nl = ref_mass.shape[0]
+        A = cell.T[None] @ (self.edges / np.asarray(self.divisions, dtype=np.float64)[:, None])
+        det = np.abs(np.linalg.det(A))  # (T,)
+        Ainv = np.linalg.inv(A)
+        metric = (Ainv @ np.swapaxes(Ainv, 1, 2)) * det[:, None, None]
+        stiffness = (metric.reshape(-1, 9) @ ref_stiffness).reshape(-1, nl, nl)
+        return stiffness, det[:, None, None] * ref_mass[None]
+
     def matrix(self, matrices: np.ndarray) -> sp.csr_matrix:
         """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR
         (equal to the generic assembly of the same element matrices; the column indices of a
@@ -279,7 +294,7 @@ def _structure(mesh, sizes) -> TranslationStructure | None:
         if [s.size for s in sizes] != [int(k) for k in n]:
             return None
         d = np.stack([g.ravel() for g in np.meshgrid(*sizes, indexing="ij")], axis=1)
-        E = np.linalg.inv(np.asarray(mesh.cell).T) @ A
+        E = np.moveaxis(np.tensordot(A, np.linalg.inv(np.asarray(mesh.cell)), axes=(2, 0)), -1, 2)
         E /= d[None, :, :, None]
         if np.abs(E - E[:, :1]).max() > 1e-12:
             return None
