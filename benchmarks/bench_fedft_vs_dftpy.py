@@ -115,8 +115,21 @@ errors; N=32 stages ions 1.54, setup 0.80, minimise 3.68, forces 0.39, assembly 
 
 At graded spacing 0.45 with h_max 0.48 the mesh has as many nodes as the uniform one at 0.5
 (32 sub-cells per axis at 32 atoms) and nearly its error: in this crystal the graded path
-still costs ~8x the uniform one (sparse operators, iterative Poisson solves, hashed
+still cost ~8x the uniform one (sparse operators, iterative Poisson solves, hashed
 quadrature points) where the uniform path applies everything from one sub-cell by FFT.
+
+Eleventh session: graded periodic tensor meshes apply K, M and the interpolation to the
+merged quadrature points from scaled sub-cells (window matrices with per-sub-cell factors; no
+sparse assembly, no hashing), their quality is checked on the distinct sub-box shapes, and the
+Poisson solves and the minimiser are preconditioned by the exact FFT inverse of the uniform
+mesh with the same sub-cells (grading ratio 1.007 here). At 006dc59, idle (load 0.7-1.0),
+the same command: **1.0x, 4.6x and 13.6x** (0.32 / 0.33 s, 1.87 / 0.40 s, 8.72 / 0.64 s), the
+same errors (+8.29e-5 Ha/atom); N=32 stages ions 0.18, setup 0.05, minimise 1.16, forces
+0.13, assembly 0.25; d1caa48 (fast diagonalisation for the Poisson solves, the twin built as
+a mesh): 1.0x, 5.5x, 15.3x. Three more runs of ``--sizes 32 --grading all --graded-spacings
+0.45`` at 006dc59: 4.0x (beside the uniform mode, which was 4.9x in that cold first run),
+4.2x, 3.9x (1.47-1.54 s). Uniform meshes at 006dc59 and 16bd85b, ``--sizes 32 --grading none
+--spacings 0.5`` alternately: 3.1x, 3.0x and 3.7x, 3.1x (the uniform path is unchanged).
 
 What changed this session (commits 7b87b61 to d51ec2e; the sixth session's final main,
 6915281, took 3.26-4.37 s at 32 atoms, 7.9-11.0x, and 0.73 s at 4, 14.64 s at 108): on
@@ -133,9 +146,9 @@ use. Earlier sessions: fifth session's final main 13.8-17.0 s at 32 atoms (28-39
 before it.
 
 The issue's target, fedft/DFTpy <= 5 at 32 atoms for 1e-4 Ha/atom, is met with uniform
-meshes (2.9-4.8x in every run of the session's last code). Graded periodic meshes do not
-help this crystal (below) and stay ~20x slower than uniform ones: the real-space ion sums
-and the sparse operators of a graded grid. P2 still needs ~33x more unknowns than DFTpy's plane waves here (8192 vs 250
+meshes (2.9-4.8x in every run of the seventh session's last code) and, since the eleventh
+session, with graded ones (3.9-4.6x). Graded periodic meshes do not help this crystal
+(below): at equal error they have as many nodes as the uniform ones. P2 still needs ~33x more unknowns than DFTpy's plane waves here (8192 vs 250
 per atom); at 108 atoms fedft is 10x DFTpy.
 
 Graded meshes and this crystal (measured in the fourth session, real-space ion sums): over

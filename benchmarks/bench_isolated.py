@@ -25,7 +25,7 @@ the 1-min load average at its end (2-core machine shared with other jobs: times 
 Usage::
 
     python benchmarks/bench_isolated.py domain [--preset accurate] [--vacua 8 10 12 14 16 20 24]
-    python benchmarks/bench_isolated.py grading [--vacuum 6] [--uniform 1.0 0.9 0.8 0.7 0.6]
+    python benchmarks/bench_isolated.py grading [--vacuum 6] [--uniform 1.0 0.9 0.8 0.7 0.6 0.5]
     python benchmarks/bench_isolated.py charged [--preset accurate] [--vacuum 20] [--no-half]
     python benchmarks/bench_isolated.py all
 
@@ -65,8 +65,30 @@ Al13 E(Q = −1 … +1) = −897.994, −896.775, −894.752, −891.900, −888
 −5.5016 eV: IE 4.0703 / 4.0935 (−0.023), EA 1.4076 / 1.4403 (−0.033), half step −0.013,
 step 1 −0.054 (μ''/6 = −0.054), Simpson +0.0008 eV. ``domain --fresh`` at cd98ec9: E − E(24)
 = −2.41e-4, −2.15e-5, −1.52e-6, −4.6e-8, −1.5e-8, −2e-10 Ha/atom at vacuum 8, 10, 12, 14,
-16, 20 bohr (456,533 to 970,299 DOFs): within 1e-5 Ha/atom from 12 bohr on. ``grading`` was
-not rerun at this preset (its figures below are for the preset graded from the nuclei).
+16, 20 bohr (456,533 to 970,299 DOFs): within 1e-5 Ha/atom from 12 bohr on.
+
+``grading --uniform 1.0 0.9 0.8 0.7 0.6 0.5 --fresh`` at this preset (eleventh session,
+16bd85b, load 1.6-2.1 beside other work; reference: tight 0.3/0.15/1.5 with its
+``grading_start`` 1, 1,295,029 DOFs, E = −2.53180708 Ha/atom; check mesh −5.0e-6 from it)::
+
+    mesh       h_min(bohr)  DOFs      E/atom (Ha)     error (Ha/atom)  wall s
+    graded        0.800     91125     -2.53100266      +8.04e-04        4
+    graded        0.700    132651     -2.53132632      +4.81e-04        7
+    graded        0.600    185193     -2.53153839      +2.69e-04       10
+    graded*       0.450    389017     -2.53172775      +7.93e-05       31   (accurate preset)
+    uniform       0.964     91125     -2.53023492      +1.57e-03        4
+    uniform       0.884    117649     -2.53067550      +1.13e-03        5
+    uniform       0.785    166375     -2.53108540      +7.22e-04        8
+    uniform       0.684    250047     -2.53138525      +4.22e-04       14
+    uniform       0.589    389017     -2.53157690      +2.30e-04       25
+    uniform       0.493    658503     -2.53170111      +1.06e-04       49
+
+    uniform mesh of the accurate preset's error: 8.01e5 DOFs (extrapolated): ratio 2.1 in
+    this 6-bohr box; box check E(uniform 0.884) − E(graded*) = +1.052e-3 Ha/atom at vacuum
+    6, +1.049e-3 at 9.535; in the preset's box (vacuum 20 bohr): graded* 804,357 DOFs,
+    uniform at the matching h = 0.462 bohr 9,938,375 DOFs (counted): ratio 12.4
+
+The figures below are for the preset graded from the nuclei.
 
 ``grading --fresh`` after the compensation Gaussians' self-energy became exact (ninth session,
 2516028, load 1.9-2.2 beside another benchmark; reference −2.53177107 Ha/atom, check mesh
@@ -417,7 +439,7 @@ def main(argv=None) -> int:
     p.add_argument("--vacuum", type=float, default=None,
                    help="grading: vacuum of the common box (default 6 bohr); charged: vacuum "
                         "(default: the preset's)")
-    p.add_argument("--uniform", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6],
+    p.add_argument("--uniform", type=float, nargs="+", default=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5],
                    help="grading: uniform spacings (bohr)")
     p.add_argument("--graded", type=float, nargs="+", default=[0.8, 0.7, 0.6],
                    help="grading: further graded h_min (bohr) besides the preset's")
