@@ -34,7 +34,7 @@ from ._lattice import (CellMatrix, LatticeSolver, ScaledCellMatrix, cell_interpo
                        dof_lattice, lattice_solver, representative_sites)
 from ._multipole import (FAR_FIELD, gaussian_multipole_densities,
                          gaussian_multipole_potentials, monomials)
-from ._reciprocal_graded import sites_on_axes
+from ._reciprocal_graded import graded_sites, sites_on_axes
 
 #: Width (bohr) of the Gaussian multipoles that carry the far field of open-boundary
 #: potentials (:mod:`fedft._multipole`).
@@ -252,7 +252,7 @@ class Discretisation:
                               for e in (m.element_stiffness(), m.element_mass()))
         else:
             if self.periodic and m.scaled_translation is not None:
-                graded_prec = self._graded_poisson_preconditioner(m.scaled_translation)
+                graded_prec = self._graded_inverse(1.0, 0.0, FFT_POISSON_MAX_GRADING)
             if graded_prec is not None:
                 self._cells = m.scaled_translation
                 self.K, self.M = (ScaledCellMatrix(tuple(terms), self._cells)
@@ -303,37 +303,36 @@ class Discretisation:
 
     @cached_property
     def grading_ratio(self) -> float:
-        """Largest ratio of two sub-cell intervals along one axis (1 on uniform meshes)."""
-        cells = self.mesh.scaled_translation if self._cells is None else self._cells
-        if cells is None or cells.sizes is None:
-            return 1.0
-        return float(max(d.max() / d.min() for d in cells.sizes))
+        """Largest ratio of two sub-cell intervals along one axis of a graded periodic tensor
+        mesh (1 otherwise)."""
+        cells = self.mesh.scaled_translation
+        return 1.0 if cells is None else float(max(d.max() / d.min() for d in cells.sizes))
 
-    def _twin_solvers(self, cells):
+    @cached_property
+    def _twin(self):
         """FFT solvers ``(K, M)`` of the uniform "twin" of a graded periodic mesh: the uniform
         mesh with the same cell and sub-cells, hence the same DOF grid, windows and DOF
         sublattices (:meth:`meshes.TranslationStructure.uniform_element_matrices`; no mesh is
-        built). ``K``'s inverse and ``aK + bM``'s precondition this mesh's operators where its
-        grading is mild; None where they are not block-circulant (checked)."""
-        if "_twin" not in self.__dict__:
-            m = self.mesh
-            ek, em = cells.uniform_element_matrices(m.cell, *m.reference_integrals())
-            dofs = dof_lattice(cells)
-            k, mass = (CellMatrix(cells.cell_matrix(e), cells, cells.stencil(e)) for e in (ek, em))
-            ks = lattice_solver(k, dofs)
-            ms = None if ks is None else lattice_solver(mass, dofs, invert=False)
-            self.__dict__["_twin"] = None if ms is None else (ks, ms)
-        return self.__dict__["_twin"]
+        built); None where they are not block-circulant (checked)."""
+        m = self.mesh
+        cells = m.scaled_translation
+        ek, em = cells.uniform_element_matrices(m.cell, *m.reference_integrals())
+        dofs = dof_lattice(cells)
+        k, mass = (CellMatrix(cells.cell_matrix(e), cells, cells.stencil(e)) for e in (ek, em))
+        ks = lattice_solver(k, dofs)
+        ms = None if ks is None else lattice_solver(mass, dofs, invert=False)
+        return None if ms is None else (ks, ms)
 
-    def _graded_poisson_preconditioner(self, cells):
-        """Poisson preconditioner of a graded periodic tensor mesh: the uniform twin's FFT
-        inverse up to :data:`FFT_POISSON_MAX_GRADING`, else fast diagonalisation (None on a
-        sheared cell: sparse matrices and AMG)."""
-        if self.grading_ratio <= FFT_POISSON_MAX_GRADING:
-            twin = self._twin_solvers(cells)
-            if twin is not None:
-                return twin[0]
-        return tensor_preconditioner(self.mesh, np.arange(self.mesh.n_dofs), 1.0, 0.0)
+    def _graded_inverse(self, stiffness_weight: float, mass_weight: float,
+                        max_grading: float):
+        """Approximate inverse of ``a K + b M`` on a graded periodic tensor mesh: the uniform
+        twin's exact FFT inverse up to the grading ratio ``max_grading``, else fast
+        diagonalisation (None on a sheared cell)."""
+        if self.grading_ratio <= max_grading and self._twin is not None:
+            ks, ms = self._twin
+            return ks if mass_weight == 0.0 else ks.combine(stiffness_weight, ms, mass_weight)
+        return tensor_preconditioner(self.mesh, np.arange(self.mesh.n_dofs), stiffness_weight,
+                                     mass_weight)
 
     @property
     def wq(self) -> np.ndarray:
@@ -406,8 +405,8 @@ class Discretisation:
                                           minlength=sites.offsets.shape[0]), sites.n_cells)
             else:
                 w = _scaled_weights(sites, w_type, self._cells)
-            B = self._checked(cell_interpolation(m, sites, m._reference_basis()[0],
-                                                 self._cells), sites)
+            B = self._checked(cell_interpolation(self._cells, sites, m._reference_basis()[0]),
+                              sites)
             if B is not None:
                 log.debug("quadrature: %d element points, %d distinct",
                           m.n_elements * m.n_quad, w.size)
@@ -453,15 +452,23 @@ class Discretisation:
 
     @cached_property
     def graded_sites(self):
-        """Graded periodic meshes (:attr:`graded_cells`): the merged quadrature points and the
-        DOFs as :class:`fedft._reciprocal_graded.GradedSites` (their sublattices with their
-        uneven fractional coordinates); None otherwise."""
-        if not self.graded_cells:
+        """Periodic meshes other than uniform ones with sub-cells: the merged quadrature points
+        and the DOFs as :class:`fedft._reciprocal_graded.GradedSites` (their sublattices with
+        their uneven fractional coordinates; known from the sub-cells of a graded mesh with
+        :attr:`graded_cells`, else found from the points), where the graded reciprocal ion sums
+        evaluate; None for open boxes, uniform meshes (FFT sums at :attr:`sites`) or points
+        that do not sit on a tensor grid's sublattices."""
+        m = self.mesh
+        if not self.periodic or (self.sites is not None and not self.graded_cells):
             return None
-        axes = self.mesh.node_axes()
-        dofs = self._dof_lattice
-        return (sites_on_axes(self.sites.offsets, axes, None),
-                sites_on_axes(dofs.offsets, axes, dofs.site))
+        axes = m.node_axes()
+        if self.graded_cells:
+            dofs = self._dof_lattice
+            return (sites_on_axes(self.sites.offsets, axes, None),
+                    sites_on_axes(dofs.offsets, axes, dofs.site))
+        quad = graded_sites((self.merged_positions - m.origin) @ np.linalg.inv(m.cell), axes)
+        nodes = None if quad is None else graded_sites(m.dof_frac, axes)
+        return None if nodes is None else (quad, nodes)
 
     def neutralise(self, load: np.ndarray) -> np.ndarray:
         """Subtract a uniform background so that the load integrates to zero."""
@@ -605,14 +612,8 @@ class Discretisation:
                 self._precond[key] = self._poisson_prec.combine(stiffness_weight, mass,
                                                                 mass_weight)
             elif self.graded_cells:  # no sparse matrices to coarsen
-                twin = self._twin_solvers(self._cells) \
-                    if self.grading_ratio <= FFT_MINIMISER_MAX_GRADING else None
-                if twin is not None:
-                    self._precond[key] = twin[0].combine(stiffness_weight, twin[1], mass_weight)
-                else:
-                    self._precond[key] = tensor_preconditioner(
-                        self.mesh, np.arange(self.mesh.n_dofs), stiffness_weight,
-                        mass_weight)
+                self._precond[key] = self._graded_inverse(stiffness_weight, mass_weight,
+                                                          FFT_MINIMISER_MAX_GRADING)
             else:  # the fast-diagonalisation inverse here took 26 minimiser iterations
                 # where this V-cycle takes 18 (Al13, fast preset): AMG
                 A = (stiffness_weight * self.K + mass_weight * self.M).tocsr()

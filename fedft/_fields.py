@@ -78,8 +78,9 @@ def screened_electrostatic_density(parts: dict, rho: np.ndarray, v_hartree: np.n
     parts : dict of :func:`_electrostatic_parts`
     rho, v_hartree : (n,)
         Density (bohr⁻³) and Hartree potential (Ha) at the points.
-    merged_index : (n,) int
-        Merged quadrature point of each point.
+    merged_index : (n,) int, or a slice
+        Merged quadrature point of each point (``slice(None)``: the points are the merged
+        ones).
     """
     phi = -parts["v_long"][merged_index] - v_hartree  # potential of ρ_ion − ρ
     return (0.5 * (parts["gauss"][merged_index] - rho) * phi - parts["self"][merged_index]
@@ -113,7 +114,6 @@ def nodal_fields(gs) -> dict:
     parts = _electrostatic_parts(gs)
     nq = mesh.n_quad
     nodal = np.zeros((mesh.n_dofs, len(TERMS) + 1))
-    es_integral = 0.0
     for block in mesh.element_blocks():
         points = slice(block.start * nq, block.stop * nq)
         g = group[points]
@@ -131,12 +131,14 @@ def nodal_fields(gs) -> dict:
         dens[:, 4] = rho_q * (v_local_m[g] + gs.shift_per_electron)
         dens[:, 5] = ewald_m[g]
         dens[:, 6] = screened_electrostatic_density(parts, rho_q, vh_q, g)
-        # np.sum, not a BLAS dot: the result must not depend on the number of BLAS threads
-        es_integral += float(np.sum(disc.wq[points] * dens[:, 6]))
         mesh.add_nodal_loads(dens, block, nodal)
     nodal /= mesh.nodal_weights[:, None]
     # the uniform part of the electrostatic density (module notes): the lumped projection
     # reproduces constants, so it is added to the nodal values as it is
+    # (its integral from the merged points: every field in it is continuous there; np.sum,
+    # not a BLAS dot, so that it does not depend on the number of BLAS threads)
+    es_m = screened_electrostatic_density(parts, u_m * u_m, vh_m, slice(None))
+    es_integral = float(np.sum(merged.w * es_m))
     target = gs.components["hartree"] + gs.components["electron_ion"] + gs.components["ewald"]
     gs.es_uniform = (target - es_integral) / disc.volume
     nodal[:, len(TERMS)] += gs.es_uniform

@@ -23,7 +23,7 @@ import numpy as np
 from ._lattice import PointLattice
 from ._pseudo import ErfPseudo, _erf_over_r
 from ._reciprocal import FORM_FACTOR_TOLERANCE, ReciprocalSums, aliases, hankel_form_factor
-from ._reciprocal_graded import GradedSites, GradedSums, graded_sites, sum_flops
+from ._reciprocal_graded import GradedSites, GradedSums, sum_flops
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +212,7 @@ def _graded_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | No
     """:class:`ReciprocalIonFields` on the tensor grid of a graded periodic mesh (at its
     merged quadrature points, and its DOFs for the nodal fields), or None (module notes of
     :func:`reciprocal_ion_fields`)."""
-    mesh = disc.mesh
-    axes = mesh.node_axes()
+    axes = disc.mesh.node_axes()
     forms = [species_forms(p, w, t) for p, w, t in zip(system.pseudos, widths, tables)]
     gcut = max(f.gcut for f in forms)
     # the uniform meshes' rule: form factors that reach beyond MAX_FOLDS aliases of the grid
@@ -223,21 +222,13 @@ def _graded_ion_fields(disc, system, widths, tables) -> ReciprocalIonFields | No
         log.debug("graded reciprocal ion sums need wave vectors far beyond the grid's: "
                   "real-space sums")
         return None
-    inv = np.linalg.inv(system.cell)
-    if disc.graded_sites is not None:  # known from the sub-cells: nothing to classify
-        quad, nodes = disc.graded_sites
-    else:
-        quad = graded_sites((disc.merged_positions - mesh.origin) @ inv, axes)
-        if quad is None:
-            return None
+    if disc.graded_sites is None:  # the points are not on a tensor grid's sublattices
+        return None
+    quad, nodes = disc.graded_sites
     flops = sum_flops(quad, system.cell, gcut)
     if flops > MAX_GRADED_FLOPS:
         log.debug("graded reciprocal ion sums would take %.1e flop: real-space sums", flops)
         return None
-    if disc.graded_sites is None:
-        nodes = graded_sites(mesh.dof_frac, axes)
-        if nodes is None:
-            return None
-    frac = system.positions @ inv
+    frac = system.positions @ np.linalg.inv(system.cell)
     sums = GradedSums(quad, system.cell, frac - np.floor(frac), system.species, gcut)
     return ReciprocalIonFields(sums, disc.merged.w, forms, nodes)

@@ -471,25 +471,22 @@ class ScaledCellMatrix:
         return self.windows.scatter(Z)
 
 
-def cell_interpolation(mesh, sites: RepresentativeSites, ref_values: np.ndarray,
-                       tr=None) -> CellInterpolation | None:
+def cell_interpolation(tr, sites: RepresentativeSites, ref_values: np.ndarray
+                       ) -> CellInterpolation | None:
     """The :class:`CellInterpolation` of the element quadrature points of a periodic tensor
     mesh grouped by their sites (:class:`RepresentativeSites` of the quadrature points), or
-    None when the mesh has no translation structure or a sublattice has no point in the
-    sub-cell's own elements. The basis values at a point depend only on its place in the
-    reference cube, so one matrix serves uniform and graded (``tr`` scaled) sub-cells alike.
+    None when a sublattice has no point in the sub-cell's own elements. The basis values at a
+    point depend only on its place in the reference cube, so one matrix serves uniform and
+    graded (scaled) sub-cells alike.
 
     Parameters
     ----------
-    mesh : meshes.TetMesh
+    tr : meshes.TranslationStructure
+        The mesh's sub-cell structure (:attr:`~meshes.TetMesh.translation` or
+        :attr:`~meshes.TetMesh.scaled_translation`).
     sites : RepresentativeSites of the quadrature points
     ref_values : (n_local, n_quad) reference basis values at the quadrature points
-    tr : meshes.TranslationStructure, optional
-        Default: the mesh's uniform :attr:`~meshes.TetMesh.translation`.
     """
-    tr = mesh.translation if tr is None else tr
-    if tr is None:
-        return None
     p = tr.order
     S = sites.offsets.shape[0]
     # the points of sub-cell 0's own elements that are in sub-cell 0 (not those on its far

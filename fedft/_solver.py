@@ -3,7 +3,8 @@
 Each step moves along a great circle ``u(θ) = cos θ u + sin θ ŝ`` (ŝ tangent, ``ŝᵀMŝ = N_e``)
 so the electron count is exact at every iterate; the step θ comes from a secant search on the
 derivative ``dE/dθ`` (derivatives, not energy comparisons, stay reliable down to 1e-12 Ha).
-The preconditioner is an AMG V-cycle for ``λK + cM``; directions use Polak-Ribière+.
+The preconditioner approximates ``(λK + cM)⁻¹`` (FFT, fast diagonalisation or an AMG V-cycle:
+``Discretisation.preconditioner``); directions use Polak-Ribière+.
 Iterative Hartree solves (graded and open meshes) start from the line through the potentials
 of the line search's last two points (Al13, accurate sizes graded from the nuclei: 24 % fewer
 CG iterations, the same energy to 1e-10 Ha), and stop at a relative residual that follows the
@@ -50,7 +51,7 @@ def minimise(functional: Functional, u0: np.ndarray, n_electrons: float, precond
     functional : Functional
     u0 : (n_dofs,) initial guess (rescaled to the right electron count).
     n_electrons : float
-    precondition : callable, approximate inverse of the Hessian (AMG V-cycle).
+    precondition : callable, approximate inverse of the Hessian (``λK + cM``).
     tol_energy : float
         Stop when the energy changed by less than this (Ha) in the last iteration...
     tol_residual : float

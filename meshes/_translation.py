@@ -35,6 +35,24 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def affine_stiffness(A: np.ndarray, ref_stiffness: np.ndarray,
+                     abs_det: np.ndarray | None = None) -> np.ndarray:
+    """Element stiffness matrices (n, nl, nl) ``∫ ∇φ_i·∇φ_j`` of elements with the affine
+    maps ``A`` (n, 3, 3): the reference integrals ``ref_stiffness`` (9, nl²) contracted with
+    the metric ``|det A| A⁻¹A⁻ᵀ`` (one (n, 9) × (9, nl²) product; ``abs_det``: ``|det A|``
+    if known)."""
+    nl = int(round(np.sqrt(ref_stiffness.shape[1])))
+    Ainv = np.linalg.inv(A)
+    det = np.abs(np.linalg.det(A)) if abs_det is None else abs_det
+    metric = (Ainv @ np.swapaxes(Ainv, 1, 2)) * det[:, None, None]
+    return (metric.reshape(-1, 9) @ ref_stiffness).reshape(-1, nl, nl)
+
+
+def _sub_cell_sizes(sizes) -> np.ndarray:
+    """(n_cells, 3) sizes of every sub-cell (C order) from the per-axis interval sizes."""
+    return np.stack([g.ravel() for g in np.meshgrid(*sizes, indexing="ij")], axis=1)
+
+
 @dataclass(frozen=True, eq=False)
 class TranslationStructure:
     """Element types and DOF sublattices of a uniform periodic mesh.
@@ -162,8 +180,7 @@ class TranslationStructure:
         """(3, n_cells) fractional sizes of every sub-cell (C order) along each axis."""
         sizes = self.sizes if self.sizes is not None else [
             np.full(k, 1.0 / k) for k in self.divisions]
-        grids = np.meshgrid(*sizes, indexing="ij")
-        return np.stack([g.ravel() for g in grids])
+        return _sub_cell_sizes(sizes).T
 
     def scaled_matrices(self, cell, ref_stiffness: np.ndarray, ref_mass: np.ndarray):
         """Stiffness and mass matrices of a graded periodic mesh as window matrices with
@@ -210,13 +227,9 @@ class TranslationStructure:
         give its block-circulant matrices without building that mesh (arguments as in
         :meth:`scaled_matrices`)."""
         cell = np.asarray(cell, dtype=np.float64)
-        nl = ref_mass.shape[0]
         A = cell.T[None] @ (self.edges / np.asarray(self.divisions, dtype=np.float64)[:, None])
         det = np.abs(np.linalg.det(A))  # (T,)
-        Ainv = np.linalg.inv(A)
-        metric = (Ainv @ np.swapaxes(Ainv, 1, 2)) * det[:, None, None]
-        stiffness = (metric.reshape(-1, 9) @ ref_stiffness).reshape(-1, nl, nl)
-        return stiffness, det[:, None, None] * ref_mass[None]
+        return affine_stiffness(A, ref_stiffness, det), det[:, None, None] * ref_mass[None]
 
     def matrix(self, matrices: np.ndarray) -> sp.csr_matrix:
         """The periodic matrix assembled from per-type element matrices (T, nl, nl), CSR
@@ -293,7 +306,7 @@ def _structure(mesh, sizes) -> TranslationStructure | None:
     else:  # fractional edges (rows: axes) in units of each sub-cell's sizes
         if [s.size for s in sizes] != [int(k) for k in n]:
             return None
-        d = np.stack([g.ravel() for g in np.meshgrid(*sizes, indexing="ij")], axis=1)
+        d = _sub_cell_sizes(sizes)
         E = np.moveaxis(np.tensordot(A, np.linalg.inv(np.asarray(mesh.cell)), axes=(2, 0)), -1, 2)
         E /= d[None, :, :, None]
         if np.abs(E - E[:, :1]).max() > 1e-12:

@@ -158,6 +158,12 @@ def test_graded_periodic_operators_from_scaled_sub_cells(cell, sizes, scaled, ff
     assert (disc.grading_ratio <= 1.25) == fft
     rng = np.random.default_rng(8)
     x = rng.standard_normal(m.n_dofs)
+    # the graded reciprocal sums' sites: from the sub-cells, or classified from the points
+    quad, nodes = disc.graded_sites
+    for sites, frac in ((quad, (disc.merged_positions - m.origin) @ np.linalg.inv(cell)),
+                        (nodes, m.dof_frac)):
+        at = sites.fractional() if sites.site is None else sites.fractional()[sites.site]
+        assert np.abs((at - frac) - np.rint(at - frac)).max() < 1e-12
     if not scaled:
         assert sp.issparse(disc.K) and sp.issparse(disc.merged.B)
         return
