@@ -72,15 +72,16 @@ def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "li
 
     Returns
     -------
-    x : solution, iterations : int
+    x : solution, iterations : int, ``A x`` as ``b − r`` (the last residual: no further
+    product with ``A`` for the energies that need it)
     """
     x = x0.copy()
     r = b - A @ x
     bnorm = np.linalg.norm(b) if scale is None else scale
     if bnorm == 0.0:
-        return np.zeros_like(b), 0
+        return np.zeros_like(b), 0, np.zeros_like(b)
     if np.linalg.norm(r) <= rtol * bnorm:  # the guess is the solution
-        return x, 0
+        return x, 0, b - r
     z = precondition(r)
     if singular:
         z -= z.mean()
@@ -88,7 +89,7 @@ def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "li
     rz = r @ z
     for it in range(1, maxiter + 1):
         if np.linalg.norm(r) <= rtol * bnorm:
-            return x, it - 1
+            return x, it - 1, b - r
         Ap = A @ p
         alpha = rz / (p @ Ap)
         x += alpha * p
@@ -100,7 +101,7 @@ def pcg(A, b, x0, precondition, rtol: float, maxiter: int = 500, what: str = "li
         p = z + (rz_new / rz) * p
         rz = rz_new
     if np.linalg.norm(r) <= rtol * bnorm:
-        return x, maxiter
+        return x, maxiter, b - r
     raise ConvergenceError(
         f"{what} did not converge in {maxiter} iterations (relative residual "
         f"{np.linalg.norm(r) / bnorm:.2e} > {rtol:.1e}); the mesh may be degenerate"
@@ -495,15 +496,29 @@ class Discretisation:
         self._gauss_skew = 0.5 * (gp.T - gp)  # ½(ΦᵀĜ − ĜᵀΦ), ~ discretisation error
 
     def _zero_dirichlet(self, rhs, x0, rtol, scale=None):
-        """Solve ``K v = rhs`` on the interior with ``v = 0`` on the faces."""
+        """Solve ``K v = rhs`` on the interior with ``v = 0`` on the faces; returns ``v``, the
+        iterations and ``vᵀKv``."""
         x0 = np.zeros(self.interior.size) if x0 is None else x0[self.interior]
         b = rhs[self.interior]
-        vi, its = pcg(self._K_ii, b, x0, self._poisson_prec, rtol, what="Poisson solve",
-                      scale=scale if scale is not None else max(np.linalg.norm(b), 1e-300),
-                      singular=False)
+        vi, its, kv = pcg(self._K_ii, b, x0, self._poisson_prec, rtol, what="Poisson solve",
+                          scale=scale if scale is not None else max(np.linalg.norm(b), 1e-300),
+                          singular=False)
         v = np.zeros(self.mesh.n_dofs)
         v[self.interior] = vi
-        return v, its
+        return v, its, float(vi @ kv)
+
+    def _periodic_solve(self, load, x0, rtol):
+        """Periodic cells: the zero-mean ``v`` of ``Kv = 4π(ℓ − ℓ̄)``, the iterations and
+        ``vᵀKv``."""
+        rhs = 4.0 * np.pi * self.neutralise(load)
+        if self.poisson_is_exact:  # CG only checks it
+            x0 = self._poisson_prec(rhs)
+        elif x0 is None:
+            x0 = np.zeros_like(rhs)
+        # tolerance relative to the charge itself, not its (possibly tiny) neutral part
+        v, its, kv = pcg(self.K, rhs, x0, self._poisson_prec, rtol, what="Poisson solve",
+                         scale=4.0 * np.pi * np.linalg.norm(load))
+        return self.zero_mean(v), its, float(v @ kv)  # K annihilates the mean
 
     def poisson(self, load: np.ndarray, x0: np.ndarray | None = None, rtol: float = 1e-10):
         """Solve ``-∇²v = 4π n`` for the potential ``v`` of a density ``n``.
@@ -517,16 +532,8 @@ class Discretisation:
         v : (n_dofs,) nodal potential, iterations : int
         """
         if self.periodic:
-            rhs = 4.0 * np.pi * self.neutralise(load)
-            if self.poisson_is_exact:  # CG only checks it
-                x0 = self._poisson_prec(rhs)
-            elif x0 is None:
-                x0 = np.zeros_like(rhs)
-            # tolerance relative to the charge itself, not its (possibly tiny) neutral part
-            v, its = pcg(self.K, rhs, x0, self._poisson_prec, rtol, what="Poisson solve",
-                         scale=4.0 * np.pi * np.linalg.norm(load))
-            return self.zero_mean(v), its
-        w, rest, c, its = self.open_parts(load, x0, rtol)
+            return self._periodic_solve(load, x0, rtol)[:2]
+        w, rest, c, its, _ = self.open_parts(load, x0, rtol)
         return w + self._gauss_potentials @ c, its
 
     def open_parts(self, load: np.ndarray, x0: np.ndarray | None = None, rtol: float = 1e-10):
@@ -536,19 +543,20 @@ class Discretisation:
 
         Returns
         -------
-        w, rest : (n_dofs,); c : (9,); iterations : int
+        w, rest : (n_dofs,); c : (9,); iterations : int; ``wᵀKw`` : float
         """
         c = np.linalg.solve(self._moment_matrix, self._monomials.T @ load)
         rest = load - self._gauss_loads @ c
         guess = None if x0 is None else x0 - self._gauss_potentials @ c
-        w, its = self._zero_dirichlet(4.0 * np.pi * rest, guess, rtol,
-                                      4.0 * np.pi * np.linalg.norm(load))
-        return w, rest, c, its
+        w, its, wkw = self._zero_dirichlet(4.0 * np.pi * rest, guess, rtol,
+                                           4.0 * np.pi * np.linalg.norm(load))
+        return w, rest, c, its, wkw
 
-    def _open_energy_and_gradient(self, w, rest, c):
-        """The open-boundary Hartree form and its gradient (module notes of :meth:`hartree`)."""
+    def _open_energy_and_gradient(self, w, rest, c, wkw):
+        """The open-boundary Hartree form and its gradient (module notes of :meth:`hartree`;
+        ``wkw`` = ``wᵀKw``)."""
         phi_r = self._gauss_potentials.T @ rest
-        energy = (rest @ w - (w @ (self.K @ w)) / (8.0 * np.pi) + c @ phi_r
+        energy = (rest @ w - wkw / (8.0 * np.pi) + c @ phi_r
                   + 0.5 * (c @ (self._gauss_energy @ c)))
         y = phi_r - self._gauss_loads.T @ w + self._gauss_skew @ c
         grad = w + self._gauss_potentials @ c + self._monomials @ np.linalg.solve(
@@ -563,8 +571,8 @@ class Discretisation:
         ``P S⁻ᵀ y`` with ``y`` of the size of the discretisation error (``Ĝᵀ G₀ r`` against
         ``Φᵀ r``); fedft reports it as the Hartree potential of isolated structures, so that
         ``½∫ρV_H`` is the Hartree energy that was minimised."""
-        w, rest, c, _ = self.open_parts(load, x0, rtol)
-        return self._open_energy_and_gradient(w, rest, c)[1]
+        w, rest, c, _, wkw = self.open_parts(load, x0, rtol)
+        return self._open_energy_and_gradient(w, rest, c, wkw)[1]
 
     def hartree(self, load: np.ndarray, w_rho: np.ndarray, x0: np.ndarray | None = None,
                 rtol: float = 1e-10):
@@ -592,12 +600,12 @@ class Discretisation:
         """
         B = self.merged.B
         if self.periodic:
-            vh, its = self.poisson(load, x0, rtol)
+            vh, its, vkv = self._periodic_solve(load, x0, rtol)
             vhq = B @ vh
-            energy = w_rho @ vhq - (vh @ (self.K @ vh)) / (8.0 * np.pi)
+            energy = w_rho @ vhq - vkv / (8.0 * np.pi)
             return vh, vh, vhq, float(energy), its
-        w, rest, c, its = self.open_parts(load, x0, rtol)
-        energy, grad = self._open_energy_and_gradient(w, rest, c)
+        w, rest, c, its, wkw = self.open_parts(load, x0, rtol)
+        energy, grad = self._open_energy_and_gradient(w, rest, c, wkw)
         return w + self._gauss_potentials @ c, grad, B @ grad, energy, its
 
     def preconditioner(self, stiffness_weight: float, mass_weight: float):

@@ -60,8 +60,11 @@ def test_preconditions_the_open_poisson_problem_like_amg():
     d = Discretisation(mesh)
     rho = np.exp(-np.sum((d.merged_positions - d.centre) ** 2, axis=1) / 4.0)
     rhs = 4 * np.pi * d.merged.load(rho)[d.interior]
-    x, its = pcg(d._K_ii, rhs, np.zeros_like(rhs), d._poisson_prec, 1e-10, singular=False)
+    x, its, kx = pcg(d._K_ii, rhs, np.zeros_like(rhs), d._poisson_prec, 1e-10,
+                     singular=False)
     assert its < 60
+    # the product A x it returns (from the last residual) is A x
+    assert np.allclose(kx, d._K_ii @ x, rtol=0, atol=1e-12 * np.abs(rhs).max())
     ref = sp.linalg.spsolve(d._K_ii.tocsc(), rhs)
     assert np.allclose(x, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
 
