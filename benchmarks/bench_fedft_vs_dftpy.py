@@ -130,6 +130,11 @@ a mesh): 1.0x, 5.5x, 15.3x. Three more runs of ``--sizes 32 --grading all --grad
 0.45`` at 006dc59: 4.0x (beside the uniform mode, which was 4.9x in that cold first run),
 4.2x, 3.9x (1.47-1.54 s). Uniform meshes at 006dc59 and 16bd85b, ``--sizes 32 --grading none
 --spacings 0.5`` alternately: 3.1x, 3.0x and 3.7x, 3.1x (the uniform path is unchanged).
+After the review (cbdb1df: the Hartree energies reuse the solve's last residual instead of
+another product with K), the same 4/32/108 command twice, idle: 0.9x, 4.5x, 13.1x (1.73 /
+0.38 s at 32 atoms) and 0.9x, 3.7x, 12.7x (1.45 / 0.39 s); at 1c7fdfe one run gave 5.3x
+(1.94 / 0.37 s, every stage ~25 % slower than in the runs around it). Uniform at cbdb1df:
+3.2x, 3.1x.
 
 What changed this session (commits 7b87b61 to d51ec2e; the sixth session's final main,
 6915281, took 3.26-4.37 s at 32 atoms, 7.9-11.0x, and 0.73 s at 4, 14.64 s at 108): on
