@@ -365,6 +365,24 @@ def test_line_search_without_a_decrease_names_the_causes():
         _line_search(Uphill(), u, s, Uphill().evaluate(u), slope0=-1.0, theta=0.1)
 
 
+def test_line_search_from_a_loosely_solved_start_searches_again(al_conventional, caplog):
+    """A line search whose start point's Hartree potential was solved more loosely than its
+    trial points' (the adaptive tolerance of the previous iteration) can see no decrease: the
+    start's energy is low by its solve's error. The minimiser then solves the start as tightly
+    and searches again (graded cell at the accurate preset with h_max 0.48 bohr: a
+    ConvergenceError in the sixth line search before), reaching the ground state of tight
+    Hartree solves throughout."""
+    import logging
+
+    kw = dict(preset="accurate", grading="all", h_max=0.48)
+    with caplog.at_level(logging.DEBUG, logger="fedft._solver"):
+        r = fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, **kw)
+    assert "searching again" in caplog.text
+    tight = fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, poisson_rtol=1e-8, **kw)
+    assert r.energy == pytest.approx(tight.energy, abs=1e-7)  # eV
+    assert np.abs(r.forces - tight.forces).max() < 1e-5  # eV/Å
+
+
 def test_non_convergence_raises_with_history(al_conventional):
     with pytest.raises(fedft.ConvergenceError, match="did not converge") as info:
         fedft.compute(al_conventional, {"Al": ERF_AL}, 1.0, preset="fast", max_iter=2)
