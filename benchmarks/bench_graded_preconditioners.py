@@ -151,9 +151,9 @@ HARTREE = 27.211386245988
 PSEUDOS = {"Al": f"erf:3:{BOHR!r}"}  # erf Z = 3, rc = 1 bohr (given in Å)
 
 #: Graded meshes (spacing, grading_rate, h_max, grading_start; bohr; the rate has no unit)
-#: and their grading ratios at 32 atoms. Not here: the ``accurate`` preset's start 1.5 with
-#: h_max 0.48 (ratio 1.065), where the twin fails (module docstring).
+#: and their grading ratios at 32 atoms.
 MESHES = [
+    (0.45, 0.3, 0.48, 1.5),  # 1.07: the accurate preset's sizes with h_max 0.48
     (0.45, 0.3, 0.5, 0.0),  # 1.04
     (0.45, 0.3, 0.6, 0.0),  # 1.24
     (0.45, 0.3, 0.8, 0.0),  # 1.65

@@ -42,11 +42,12 @@ MULTIPOLE_WIDTH = 2.5
 
 #: Graded periodic meshes: largest :attr:`Discretisation.grading_ratio` up to which the
 #: exact FFT inverse of the uniform mesh with the same sub-cells preconditions the Poisson
-#: solves (fcc Al, 32 atoms: 21 CG iterations in 10 solves at ratio 1.07 against 104 in 35
-#: by fast diagonalisation; at ratio 2, 375 against 113) ...
-FFT_POISSON_MAX_GRADING = 1.25
-#: ... and the minimiser (ratio 1.07: 9 iterations against 22; ratio 2: 17 against 24; ratio
-#: 4: 25 against 26).
+#: solves (benchmarks/bench_graded_preconditioners.py, fcc Al, 32 atoms: CG iterations per
+#: Hartree solve of the minimisation 0.50 against 2.37 by fast diagonalisation at ratio 1.07,
+#: 1.61 against 2.14 at 1.65, 2.31 against 2.54 at 2.12; 2.57 against 2.28 at 2.51) ...
+FFT_POISSON_MAX_GRADING = 2.0
+#: ... and the minimiser (iterations 9 against 20 at ratio 1.07, 17 against 22 at 2.51, 25
+#: against 27 at 3.23; 26 against 24 at 3.86, 33 against 24 at 4.32).
 FFT_MINIMISER_MAX_GRADING = 2.5
 
 log = logging.getLogger(__name__)
