@@ -49,92 +49,86 @@ Usage::
 ``--meshes`` takes ``spacing,grading_rate,h_max,grading_start`` (bohr; the rate has no unit)
 per graded mesh.
 
-Measured 2026-12-07 at commit 7998edd (the library of f2742c5) on this project's 2-core
-machine, another job using the other core (load 1.4-2.2); 192 s in all, peak 390 MB. The
-iteration counts were the same in two earlier runs (of the ten meshes, and of eight of them),
-the times within ~1.5 s per row::
+Measured 2026-12-07 at commit dfa1823 (``FFT_POISSON_MAX_GRADING`` 2.0) on this project's
+2-core machine, one other single-threaded job beside it for part of the run; 209 s in all.
+The iteration counts are deterministic (the twin's and fast diagonalisation's were the same in
+all four runs of the session); the times vary by up to ~1.5 s per row::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_graded_preconditioners.py
 
     32 atoms
     ratio   DOFs   choice   prec its evals   CG hist /solve final cold solve s min s       Ha/atom
-    1.037 238328     twin fft/fft  12    23   15    5   0.65     4    6    6.23  4.59 -2.6929309747
-    1.037 238328 fastdiag  fd/fd  23    36   90   46   2.50    26   36    8.43  6.93 -2.6929309747
-    1.037 238328  default fft/fft  12    23   15    5   0.65     4    6    5.37  4.32 -2.6929309747
+    1.065 314432     twin fft/fft   9    20   15    7   0.50     5    7    7.96  6.21 -2.6929602016
+    1.065 314432 fastdiag  fd/fd  20    35   83   33   2.37    28   36   10.52  8.65 -2.6929602016
+    1.065 314432  default fft/fft   9    20   15    7   0.50     5    7    7.09  5.98 -2.6929602016
+                 mesh (0.45, 0.3, 0.48, 1.5): energy spread 7.7e-12 Ha/atom
+    1.037 238328     twin fft/fft  12    23   15    5   0.65     4    6    5.49  4.29 -2.6929309747
+    1.037 238328 fastdiag  fd/fd  23    36   90   46   2.50    26   36    9.64  7.62 -2.6929309747
+    1.037 238328  default fft/fft  12    23   15    5   0.65     4    6    6.76  5.37 -2.6929309747
                  mesh (0.45, 0.3, 0.5, 0.0): energy spread 6.7e-12 Ha/atom
-    1.238 157464     twin fft/fft  10    18   22   12   1.22     8   11    2.68  1.83 -2.6928703942
-    1.238 157464 fastdiag  fd/fd  23    37   82   45   2.22    30   38    5.68  4.53 -2.6928703943
-    1.238 157464  default fft/fft  10    18   22   12   1.22     8   11    2.95  1.89 -2.6928703942
+    1.238 157464     twin fft/fft  10    18   22   12   1.22     8   11    3.13  2.25 -2.6928703942
+    1.238 157464 fastdiag  fd/fd  23    37   82   45   2.22    30   38    5.74  4.64 -2.6928703943
+    1.238 157464  default fft/fft  10    18   22   12   1.22     8   11    2.54  1.81 -2.6928703942
                  mesh (0.45, 0.3, 0.6, 0.0): energy spread 1.7e-11 Ha/atom
-    1.649  97336     twin fft/fft  15    28   45   18   1.61    13   18    2.95  2.29 -2.6927521683
-    1.649  97336 fastdiag  fd/fd  24    43   92   37   2.14    29   39    3.79  2.92 -2.6927521684
-    1.649  97336  default fd/fft  14    26   77   36   2.96    31   40    4.02  2.89 -2.6927521684
+    1.649  97336     twin fft/fft  15    28   45   18   1.61    13   18    2.73  2.04 -2.6927521683
+    1.649  97336 fastdiag  fd/fd  24    43   92   37   2.14    29   39    3.65  2.93 -2.6927521684
+    1.649  97336  default fft/fft  15    28   45   18   1.61    13   18    2.62  1.94 -2.6927521683
                  mesh (0.45, 0.3, 0.8, 0.0): energy spread 3.4e-11 Ha/atom
-    1.922  85184     twin fft/fft  11    20   39   16   1.95    14   21    2.27  1.59 -2.6927002440
-    1.922  85184 fastdiag  fd/fd  22    37   87   37   2.35    29   39    3.26  2.57 -2.6927002441
-    1.922  85184  default fd/fft  11    20   69   30   3.45    32   39    2.23  1.51 -2.6927002440
+    1.922  85184     twin fft/fft  11    20   39   16   1.95    14   21    2.01  1.35 -2.6927002440
+    1.922  85184 fastdiag  fd/fd  22    37   87   37   2.35    29   39    2.80  2.16 -2.6927002441
+    1.922  85184  default fft/fft  11    20   39   16   1.95    14   21    1.87  1.25 -2.6927002440
                  mesh (0.45, 0.3, 1.0, 0.0): energy spread 4.1e-11 Ha/atom
-    2.121 157464     twin fft/fft  18    32   74   30   2.31    18   25    6.34  4.94 -2.6928695077
-    2.121 157464 fastdiag  fd/fd  22    37   94   38   2.54    29   40    6.11  4.94 -2.6928695077
-    2.121 157464  default fd/fft  19    35  106   40   3.03    30   40    6.36  5.09 -2.6928695077
+    2.121 157464     twin fft/fft  18    32   74   30   2.31    18   25    5.19  4.08 -2.6928695077
+    2.121 157464 fastdiag  fd/fd  22    37   94   38   2.54    29   40    5.32  4.33 -2.6928695077
+    2.121 157464  default fd/fft  19    35  106   40   3.03    30   40    6.28  4.96 -2.6928695077
                  mesh (0.35, 0.3, 0.8, 0.0): energy spread 3.4e-11 Ha/atom
-    2.509  85184     twin fft/fft  17    28   72   36   2.57    21   28    3.57  2.72 -2.6926448537
-    2.509  85184 fastdiag  fd/fd  22    39   89   31   2.28    30   41    4.06  3.12 -2.6926448537
-    2.509  85184  default  fd/fd  22    39   89   31   2.28    30   41    4.25  3.31 -2.6926448537
+    2.509  85184     twin fft/fft  17    28   72   36   2.57    21   28    2.95  2.18 -2.6926448537
+    2.509  85184 fastdiag  fd/fd  22    39   89   31   2.28    30   41    3.15  2.46 -2.6926448537
+    2.509  85184  default  fd/fd  22    39   89   31   2.28    30   41    3.64  2.78 -2.6926448537
                  mesh (0.35, 0.5, 1.0, 0.0): energy spread 3.0e-11 Ha/atom
-    2.817  85184     twin fft/fft  18    28   85   48   3.04    22   32    3.61  2.72 -2.6926220639
-    2.817  85184 fastdiag  fd/fd  23    40   87   31   2.17    32   41    4.10  3.13 -2.6926220639
-    2.817  85184  default  fd/fd  23    40   87   31   2.17    32   41    3.98  3.12 -2.6926220639
+    2.817  85184     twin fft/fft  18    28   85   48   3.04    22   32    2.86  2.18 -2.6926220639
+    2.817  85184 fastdiag  fd/fd  23    40   87   31   2.17    32   41    3.25  2.54 -2.6926220639
+    2.817  85184  default  fd/fd  23    40   87   31   2.17    32   41    3.21  2.52 -2.6926220639
                  mesh (0.35, 0.5, 1.2, 0.0): energy spread 1.5e-11 Ha/atom
-    3.230  97336     twin fft/fft  25    39  136   77   3.49    27   39    6.19  5.12 -2.6926549809
-    3.230  97336 fastdiag  fd/fd  27    44  101   41   2.30    30   43    4.14  3.30 -2.6926549809
-    3.230  97336  default  fd/fd  27    44  101   41   2.30    30   43    4.30  3.48 -2.6926549809
+    3.230  97336     twin fft/fft  25    39  136   77   3.49    27   39    4.66  3.74 -2.6926549809
+    3.230  97336 fastdiag  fd/fd  27    44  101   41   2.30    30   43    4.29  3.45 -2.6926549809
+    3.230  97336  default  fd/fd  27    44  101   41   2.30    30   43    4.28  3.40 -2.6926549809
                  mesh (0.3, 0.5, 1.2, 0.0): energy spread 3.1e-11 Ha/atom
-    3.864  85184     twin fft/fft  26    38  143   86   3.76    31   43    4.43  3.50 -2.6925041355
-    3.864  85184 fastdiag  fd/fd  24    36   87   41   2.42    32   43    3.27  2.47 -2.6925041355
-    3.864  85184  default  fd/fd  24    36   87   41   2.42    32   43    3.82  2.91 -2.6925041355
+    3.864  85184     twin fft/fft  26    38  143   86   3.76    31   43    4.76  3.81 -2.6925041355
+    3.864  85184 fastdiag  fd/fd  24    36   87   41   2.42    32   43    3.31  2.60 -2.6925041355
+    3.864  85184  default  fd/fd  24    36   87   41   2.42    32   43    3.65  2.71 -2.6925041355
                  mesh (0.2, 1.0, 1.0, 0.0): energy spread 1.4e-11 Ha/atom
-    4.318 195112     twin fft/fft  33    55  242  121   4.40    40   57   16.34 14.07 -2.6928320011
-    4.318 195112 fastdiag  fd/fd  24    40  100   38   2.50    30   44    7.92  6.32 -2.6928320011
-    4.318 195112  default  fd/fd  24    40  100   38   2.50    30   44    6.76  5.59 -2.6928320011
+    4.318 195112     twin fft/fft  33    55  242  121   4.40    40   57   13.74 11.88 -2.6928320011
+    4.318 195112 fastdiag  fd/fd  24    40  100   38   2.50    30   44    7.79  6.27 -2.6928320011
+    4.318 195112  default  fd/fd  24    40  100   38   2.50    30   44    8.45  6.64 -2.6928320011
                  mesh (0.2, 0.5, 1.0, 0.0): energy spread 2.4e-11 Ha/atom
-    largest energy spread 4.1e-11 Ha/atom (allowed 1e-06); 0 failed runs; 191 s in all
+    largest energy spread 4.1e-11 Ha/atom (allowed 1e-06); 0 failed runs; 209 s in all
     twin FFT inverse better than fast diagonalisation (grading ratios):
-      Poisson, cold solve CG (FFT_POISSON_MAX_GRADING = 1.25):
-        at 1.04, 1.24, 1.65, 1.92, 2.12, 2.51, 2.82, 3.23; not at 3.86, 4.32
-      Poisson, CG per Hartree solve of the minimisation (FFT_POISSON_MAX_GRADING = 1.25):
-        at 1.04, 1.24, 1.65, 1.92, 2.12; not at 2.51, 2.82, 3.23, 3.86, 4.32
+      Poisson, cold solve CG (FFT_POISSON_MAX_GRADING = 2.0):
+        at 1.04, 1.07, 1.24, 1.65, 1.92, 2.12, 2.51, 2.82, 3.23; not at 3.86, 4.32
+      Poisson, CG per Hartree solve of the minimisation (FFT_POISSON_MAX_GRADING = 2.0):
+        at 1.04, 1.07, 1.24, 1.65, 1.92, 2.12; not at 2.51, 2.82, 3.23, 3.86, 4.32
       minimiser iterations (FFT_MINIMISER_MAX_GRADING = 2.5):
-        at 1.04, 1.24, 1.65, 1.92, 2.12, 2.51, 2.82, 3.23; not at 3.86, 4.32
+        at 1.04, 1.07, 1.24, 1.65, 1.92, 2.12, 2.51, 2.82, 3.23; not at 3.86, 4.32
 
-All choices agree on the energy to 4e-11 Ha/atom. Against the constants:
+All choices agree on the energy to 4e-11 Ha/atom. What the constants rest on:
 
 * Minimiser (``FFT_MINIMISER_MAX_GRADING = 2.5``): the twin takes fewer iterations up to
-  ratio 3.23 (10-12 against 23 at 1.04-1.24, 17 against 22 at 2.51, 25 against 27 at 3.23)
-  and more from 3.86 (26 against 24; 33 against 24 at 4.32, twice the time). The constant
-  sits below the crossing (3.2-3.9), as its comment's figures (ratio 1.07: 9 against 22;
-  2: 17 against 24; 4: 25 against 26) say.
-* Poisson (``FFT_POISSON_MAX_GRADING = 1.25``): not supported by these figures. The twin
-  takes fewer CG iterations per Hartree solve up to ratio 2.12 and fewer in the cold solve
-  up to 3.23. Between 1.25 and 2.5 the default pairs fast diagonalisation for Poisson with
-  the twin for the minimiser, so its rows and the twin's differ in the Poisson
-  preconditioner alone: 77 CG iterations in 26 solves against 45 in 28 at 1.65, 69 in 20
-  against 39 in 20 at 1.92, 106 in 35 against 74 in 32 at 2.12. The comment's "ratio 2,
-  375 against 113" is not reproduced. The Poisson solves are a small part of the time:
-  over the three runs the twin's and the default's times at 1.65-2.12 are equal within
-  the machine's noise. The constant was left as it is.
+  ratio 3.23 (9 against 20 at 1.07, 17 against 22 at 2.51, 25 against 27 at 3.23) and more
+  from 3.86 (26 against 24; 33 against 24 at 4.32, twice the time). 2.5 sits below the
+  crossing (3.2-3.9).
+* Poisson (``FFT_POISSON_MAX_GRADING = 2.0``): the twin takes fewer CG iterations per
+  Hartree solve of the minimisation up to ratio 2.12 (0.50 against 2.37 at 1.07, 1.61
+  against 2.14 at 1.65, 2.31 against 2.54 at 2.12) and more from 2.51 (2.57 against 2.28),
+  and fewer in the cold solve up to 3.23. Before dfa1823 the constant was 1.25 and the
+  default between 1.25 and 2 paired fast diagonalisation for Poisson with the twin for the
+  minimiser (run at 7998edd: 77 CG iterations in 26 solves at 1.65, 69 in 20 at 1.92,
+  against the twin's 45 in 28 and 39 in 20); the default rows at 1.65 and 1.92 above are
+  now the twin's.
 
-Not in :data:`MESHES`: the ``accurate`` preset's ``grading_start`` 1.5 with spacing 0.45,
-rate 0.3 and h_max 0.48 (grading ratio 1.065 at 4 and 32 atoms, where the default is the
-twin for both). There the ``twin`` and ``default`` runs stop with ``ConvergenceError`` ("the
-line search found no lower energy", in the sixth line search), ``fastdiag`` converges
-(20 iterations, -2.6929602016 Ha/atom), and so does the default with ``poisson_rtol=1e-8``
-(9 iterations, the same energy). At 4 atoms the sixth line search starts from a point whose
-Hartree solve stopped at 1.9e-4 (one CG iteration with the twin), 1.3e-9 Ha below its energy
-with the exact potential (the Hartree form is a maximum over the potential); its trial points,
-solved to 3.6e-5 (0-1 CG iterations from the extrapolated guesses), are within 3e-12 of
-theirs and ~1e-11 Ha lower in truth, yet above the start's inexact energy: a matter of the
-minimiser's Hartree tolerances, not of the choice measured here.
+The accurate preset's sizes with h_max 0.48 (ratio 1.07, first row) stopped with
+``ConvergenceError`` before e146526 (a line search from a start whose Hartree solve was
+looser than its trial points'; ``fedft._solver``).
 """
 
 from __future__ import annotations
