@@ -11,9 +11,9 @@ order? fcc Al (erf Z = 3, rc = 1 bohr, TF + 1·vW, LDA, a = 4.05 Å, the 4-atom 
   cubes (the meshes of :mod:`meshes`; p³ DOFs per cube), and
   ``δ_p(h) = (λ/2)∫|∇(u − I_h u)|²`` per atom is integrated exactly enough (collapsed Gauss
   rules of p + 4 points per direction on every tetrahedron; ``u`` and ``∇u`` from the Fourier
-  series). Near the minimum the
-  energy error of the Galerkin solution is the energy norm of its error, of which the
-  von Weizsäcker seminorm is the leading part, so ``E_h − E ≈ κ δ_p(h)``.
+  series). Near the minimum the energy error of the Galerkin solution is the energy norm of
+  its error, of which the von Weizsäcker seminorm is the leading part, so
+  ``E_h − E ≈ κ δ_p(h)``.
 * κ is measured, not assumed: fedft's own P1 and P2 errors on the same cell (uniform meshes)
   divided by δ_p at the same cubes. The run fails (exit 1) if the κ of P1 and P2 differ by
   more than 25 %, i.e. if the error model does not carry from one order to the next.
@@ -29,7 +29,7 @@ Usage::
 
 Measured 2026-12-07 on this project's 2-core machine (twelfth session)::
 
-    python benchmarks/bench_element_order.py    # library of f2742c5; 100 s, load ~2
+    python benchmarks/bench_element_order.py    # at the commit after 617f377; 78 s, idle
 
         DFTpy converged: -2.693024284 Ha/atom (1200 eV, grid 24³)
         DFTpy grids: 8³ -2.2e-04, 10³ -1.7e-05, 12³ -7.6e-07, 14³ -2.6e-08, 16³ -4.9e-10, ...
@@ -39,20 +39,20 @@ Measured 2026-12-07 on this project's 2-core machine (twelfth session)::
           P1 spacing 0.32: 24 cubes, 3456 DOFs/atom, E - E_ref +2.995e-03, δ 4.397e-03, κ 0.681
           P1 spacing 0.24: 32 cubes, 8192 DOFs/atom, E - E_ref +1.663e-03, δ 2.488e-03, κ 0.668
           P2 spacing 0.55: 14 cubes, 5488 DOFs/atom, E - E_ref +1.389e-04, δ 2.063e-04, κ 0.673
-          P2 spacing 0.50: 16 cubes, 8192 DOFs/atom, E - E_ref +8.317e-05, δ 1.223e-04, κ 0.680
-        κ per order: P1 0.675, P2 0.677 (spread 0 %)
+          P2 spacing 0.50: 16 cubes, 8192 DOFs/atom, E - E_ref +8.315e-05, δ 1.223e-04, κ 0.680
+        κ per order: P1 0.675, P2 0.676 (spread 0 %)
 
         order  κ used  cube h at target (bohr)  DOFs/atom  / DFTpy points  (scanned n: δ)
-          P1   0.675    0.058                      576677  2306.7x   (32: 2.5e-03, 48: 1.1e-03, ...)
-          P2   0.677    0.502                        7082    28.3x   (12: 3.8e-04, 16: 1.2e-04)
-          P3   0.677    1.106                        2238     9.0x   (6: 3.3e-04, 8: 6.6e-05)
-          P4   0.677    1.736                        1371     5.5x   (4: 2.7e-04, 6: 2.1e-05)
-          P5   0.677    2.223                        1275     5.1x   (3: 4.6e-04, 4: 4.3e-05)
-          P6   0.677    2.541                        1476     5.9x   (3: 1.5e-04, 4: 8.9e-06)
+          P1   0.675    0.058                      576668  2306.7x   (32: 2.5e-03, 48: 1.1e-03, ...)
+          P2   0.676    0.502                        7081    28.3x   (12: 3.8e-04, 16: 1.2e-04)
+          P3   0.676    1.106                        2238     9.0x   (6: 3.3e-04, 8: 6.6e-05)
+          P4   0.676    1.736                        1371     5.5x   (4: 2.7e-04, 6: 2.1e-05)
+          P5   0.676    2.223                        1275     5.1x   (3: 4.6e-04, 4: 4.3e-05)
+          P6   0.676    2.541                        1476     5.9x   (3: 1.5e-04, 4: 8.9e-06)
 
-The model carries from P1 to P2 with the same κ (0.675 and 0.677: fedft's errors are 2/3 of
+The model carries from P1 to P2 with the same κ (0.675 and 0.676: fedft's errors are 2/3 of
 the interpolant's vW seminorm at both orders). P2, fedft's order, needs ~28x DFTpy's unknowns
-per atom at 1e-4 Ha/atom (7,082 by the model; the mesh fedft uses, 16 cubes, has 8,192 and
+per atom at 1e-4 Ha/atom (7,081 by the model; the mesh fedft uses, 16 cubes, has 8,192 and
 +8.3e-5). Higher orders help up to P4-P5 and then stop: even P5 needs ~5x DFTpy's unknowns
 per atom (P6 rests on 3 and 4 cubes per 7.65 bohr, a coarse interpolation). A plane wave
 resolves a wavelength with ~2 points; a tetrahedral P_p space needs several times that at
@@ -72,29 +72,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from itertools import permutations
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-BOHR = 0.52917721067
-HARTREE = 27.211386245988
 #: fcc lattice constant (Å) and atoms in the cubic cell
 A_ANGSTROM, N_CELL = 4.05, 4
-
-
-def kuhn_tetrahedra() -> np.ndarray:
-    """(6, 4, 3) vertices of the Kuhn tetrahedra of the unit cube (one per axis order)."""
-    out = []
-    for order in permutations(range(3)):
-        v = [np.zeros(3)]
-        for ax in order:
-            v.append(v[-1].copy())
-            v[-1][ax] = 1.0
-        out.append(v)
-    return np.array(out)
 
 
 def tetrahedron_rule(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +133,8 @@ class PeriodicSpectrum:
     def on_grid(self, n: int, offset, derivative: int | None = None) -> np.ndarray:
         """f (or ∂f/∂x_derivative) at ``a j / n + offset`` (bohr) for j on the n³ grid."""
         c = self.coeffs
+        wave = 2j * np.pi * self.freq / self.a
         for d in range(3):  # fold axis d: Σ_{m ≡ k mod n} c_m exp(2πi m offset_d / a)
-            wave = 2j * np.pi * self.freq / self.a
             row = np.exp(wave * offset[d]) * (wave if derivative == d else 1.0)
             fold = np.zeros((n, self.n_grid), complex)
             fold[(self.freq % n).astype(int), np.arange(self.n_grid)] = row
@@ -160,13 +145,16 @@ class PeriodicSpectrum:
 def interpolation_error(spectrum: PeriodicSpectrum, n: int, p: int,
                         kinetic_lambda: float = 1.0) -> float:
     """``(λ/2) ∫ |∇(f − I f)|²`` over the cell (Ha for f = √ρ) for the continuous P_p
-    interpolant ``I f`` on the Kuhn triangulation of n³ cubes."""
+    interpolant ``I f`` on the Kuhn triangulation of n³ cubes (:func:`meshes.kuhn_cube`'s)."""
+    from meshes import kuhn_cube
+
     h = spectrum.a / n
     ref_points, ref_weights = tetrahedron_rule(p + 4)
-    values, gradients, ref_nodes = lagrange_basis(p, ref_points)
+    _, gradients, ref_nodes = lagrange_basis(p, ref_points)
+    corners, tets = kuhn_cube((1, 1, 1))
     node_values = {}
     total = 0.0
-    for v in kuhn_tetrahedra():
+    for v in corners[tets]:  # the six tetrahedra of one cube
         jac = (v[1:] - v[0]).T  # unit cube = v0 + jac @ reference
         lattice = np.rint((v[0] + ref_nodes @ jac.T) * p).astype(int)  # nodes on the p-grid
         for key in map(tuple, lattice):
@@ -253,10 +241,10 @@ def main(argv=None) -> int:
     kappas = {}
     for item in args.calibration:
         order, spacing = int(item.split(":")[0]), float(item.split(":")[1])
-        r = fedft.compute(_atoms(), {"Al": f"erf:3:{BOHR!r}"}, 1.0, preset="accurate",
+        r = fedft.compute(_atoms(), {"Al": f"erf:3:{fedft.BOHR!r}"}, 1.0, preset="accurate",
                           order=order, spacing=spacing)
         n = round(r.mesh.n_dofs ** (1 / 3)) // order
-        err = r.energy / HARTREE / N_CELL - e_ref
+        err = r.energy / fedft.HARTREE / N_CELL - e_ref
         delta = interpolation_error(spectrum, n, order) / N_CELL
         kappas.setdefault(order, []).append(err / delta)
         print(f"  P{order} spacing {spacing:.2f}: {n} cubes, {r.mesh.n_dofs // N_CELL} DOFs/atom,"
