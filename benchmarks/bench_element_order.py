@@ -29,7 +29,7 @@ Usage::
 
 Measured 2026-12-07 on this project's 2-core machine (twelfth session)::
 
-    python benchmarks/bench_element_order.py    # at the commit after 617f377; 78 s, idle
+    python benchmarks/bench_element_order.py    # the code of 53bcfda; 78 s, idle
 
         DFTpy converged: -2.693024284 Ha/atom (1200 eV, grid 24³)
         DFTpy grids: 8³ -2.2e-04, 10³ -1.7e-05, 12³ -7.6e-07, 14³ -2.6e-08, 16³ -4.9e-10, ...
